@@ -1,0 +1,210 @@
+"""Shard a validated dataset into Parquet files plus a manifest, under a content fingerprint.
+
+Layout: <store>/datasets/<name>/<fingerprint>/<split>/part-NNNNN.parquet and _manifest.json.
+The manifest is written last: a dataset version exists only once its manifest does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import time
+from pathlib import PurePosixPath
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from tasks import storage
+from tasks.errors import TuneflowError
+
+SHARD_CODE_VERSION = "1"  # bump when the shard layout or split rule changes: it changes every fingerprint
+MANIFEST = "_manifest.json"
+SPLITS = ("train", "valid", "test")
+DEFAULT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
+
+
+def dataset_name(data_uri: str) -> str:
+    """A readable dataset name from the input path: 'data/churn.csv' -> 'churn'."""
+    stem = PurePosixPath(data_uri.rstrip("/").split("://")[-1].replace("*", "")).name
+    stem = re.sub(r"\.(csv|parquet|pq|gz|txt)$", "", stem.lower()).rstrip(".")
+    return re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-") or "dataset"
+
+
+def check_fractions(fractions: dict[str, float]) -> dict[str, float]:
+    if set(fractions) != set(SPLITS) or any(v <= 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise TuneflowError(
+            f"Bad split fractions {fractions}.", "give positive train/valid/test fractions that add up to 1."
+        )
+    return fractions
+
+
+def fingerprint(
+    files: list[dict[str, Any]],
+    schema: dict[str, Any],
+    *,
+    seed: int,
+    fractions: dict[str, float],
+    row_key: str | None,
+) -> str:
+    """Hash of the inputs' identities, the split settings and the shard code version."""
+    payload = {
+        "files": [[f["uri"], f["size"], f["identity"]] for f in files],
+        "schema": schema,
+        "seed": seed,
+        "fractions": fractions,
+        "row_key": row_key,
+        "code": SHARD_CODE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def version_uri(store: str, name: str, fp: str) -> str:
+    return storage.join(store, "datasets", name, fp)
+
+
+def split_of(df: pd.DataFrame, partition: int, *, seed: int, fractions: dict[str, float], row_key: str | None) -> np.ndarray:
+    """Deterministic split label per row: a seeded hash of the row key, or of the row position."""
+    hash_key = f"{seed:016d}"[-16:]
+    if row_key:
+        hashes = pd.util.hash_pandas_object(df[row_key], index=False, hash_key=hash_key).to_numpy()
+    else:
+        positions = np.arange(len(df), dtype=np.uint64) + (np.uint64(partition) << np.uint64(40))
+        hashes = pd.util.hash_array(positions, hash_key=hash_key)
+    u = (hashes % np.uint64(1 << 32)).astype(np.float64) / float(1 << 32)
+    bounds = np.cumsum([fractions[s] for s in SPLITS])
+    return np.array(SPLITS)[np.searchsorted(bounds, u, side="right").clip(0, len(SPLITS) - 1)]
+
+
+def encode_frame(df: pd.DataFrame, layout: dict[str, Any]) -> pd.DataFrame:
+    """Features with fixed categorical dtypes and an encoded label, as stored in every shard."""
+    out = {}
+    for feat in layout["features"]:
+        col = df[feat["name"]]
+        if feat["kind"] == "categorical":
+            out[feat["name"]] = pd.Categorical(col.astype("string"), categories=feat["categories"])
+        else:
+            out[feat["name"]] = col.astype("float32")
+    target = df[layout["target"]]
+    if layout["classes"] is not None:
+        codes = pd.Categorical(target.astype("string"), categories=layout["classes"]).codes
+        out["__label__"] = codes.astype("int32")
+    else:
+        out["__label__"] = target.astype("float32")
+    return pd.DataFrame(out, index=df.index)
+
+
+def write_partition(
+    df: pd.DataFrame, partition: int, root: str, layout: dict[str, Any], storage_options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Write one input partition's rows into one part file per split; return their records."""
+    df = df[df[layout["target"]].notna()]
+    labels = split_of(df, partition, seed=layout["seed"], fractions=layout["fractions"], row_key=layout["row_key"])
+    encoded = encode_frame(df, layout)
+    records = []
+    for split in SPLITS:
+        part = encoded[labels == split].reset_index(drop=True)
+        if part.empty:
+            continue
+        buf = io.BytesIO()
+        part.to_parquet(buf, index=False, compression="zstd")
+        data = buf.getvalue()
+        rel = f"{split}/part-{partition:05d}.parquet"
+        storage.write_bytes_atomic(storage.join(root, rel), data, storage_options)
+        records.append({"split": split, "path": rel, "rows": len(part), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return records
+
+
+def shard_layout(schema: dict[str, Any], profile: dict[str, Any], *, seed: int, fractions: dict[str, float], row_key: str | None) -> dict[str, Any]:
+    """What every shard holds: feature list with categories, label classes, split rule."""
+    features = []
+    for name, col in schema["columns"].items():
+        if name in (schema["target"], row_key):
+            continue
+        feat: dict[str, Any] = {"name": name, "kind": col["kind"]}
+        if col["kind"] == "categorical":
+            feat["categories"] = sorted(map(str, profile.get("categories", {}).get(name, [])))
+        features.append(feat)
+    classes = None
+    if schema["task"] != "regression":
+        classes = sorted(map(str, profile.get("classes", {})))
+    return {
+        "target": schema["target"],
+        "task": schema["task"],
+        "features": features,
+        "classes": classes,
+        "row_key": row_key,
+        "seed": seed,
+        "fractions": fractions,
+    }
+
+
+def shard_dataset(
+    ddf: dd.DataFrame,
+    files: list[dict[str, Any]],
+    schema: dict[str, Any],
+    profile: dict[str, Any],
+    *,
+    store: str,
+    name: str,
+    fp: str,
+    seed: int,
+    fractions: dict[str, float],
+    row_key: str | None,
+    storage_options: dict[str, Any],
+) -> dict[str, Any]:
+    """Write shards then the manifest; return the manifest. An existing manifest is reused as is."""
+    root = version_uri(store, name, fp)
+    manifest_uri = storage.join(root, MANIFEST)
+    if storage.exists(manifest_uri, storage_options):
+        return storage.read_json(manifest_uri, storage_options)
+    if row_key and row_key not in schema["columns"]:
+        raise TuneflowError(f"Row key column '{row_key}' is not in the data.", "pass --row-key with an existing column, or leave it out.")
+
+    fs, path = storage.filesystem(root, storage_options)
+    if fs.exists(path):  # leftovers of an interrupted run: never trusted, rewritten from scratch
+        fs.rm(path, recursive=True)
+
+    layout = shard_layout(schema, profile, seed=seed, fractions=check_fractions(fractions), row_key=row_key)
+    started = time.perf_counter()
+    writes = [
+        dask.delayed(write_partition)(part, i, root, layout, storage_options)
+        for i, part in enumerate(ddf.to_delayed())
+    ]
+    records = [r for batch in dask.compute(*writes) for r in batch]
+    splits = {}
+    for split in SPLITS:
+        parts = sorted((r for r in records if r["split"] == split), key=lambda r: r["path"])
+        splits[split] = {
+            "rows": sum(r["rows"] for r in parts),
+            "bytes": sum(r["bytes"] for r in parts),
+            "files": [{k: r[k] for k in ("path", "rows", "bytes", "sha256")} for r in parts],
+        }
+    empty = [s for s in SPLITS if splits[s]["rows"] == 0]
+    if empty:
+        fs.rm(path, recursive=True)
+        raise TuneflowError(
+            f"The {', '.join(empty)} split would be empty ({sum(r['rows'] for r in records)} labelled rows).",
+            "give more rows, or change the split fractions.",
+        )
+    manifest = {
+        "format": "tuneflow.dataset/1",
+        "name": name,
+        "fingerprint": fp,
+        "uri": root,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **{k: layout[k] for k in ("target", "task", "features", "classes", "row_key")},
+        "split": {"seed": seed, "fractions": fractions, "method": "row_key hash" if row_key else "row position hash"},
+        "splits": splits,
+        "total_rows": sum(s["rows"] for s in splits.values()),
+        "total_bytes": sum(s["bytes"] for s in splits.values()),
+        "sources": files,
+        "shard_code_version": SHARD_CODE_VERSION,
+        "shard_seconds": round(time.perf_counter() - started, 3),
+    }
+    storage.write_json_atomic(manifest_uri, manifest, storage_options)
+    return manifest
