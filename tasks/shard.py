@@ -11,7 +11,6 @@ import io
 import json
 import re
 import time
-from pathlib import PurePosixPath
 from typing import Any
 
 import dask
@@ -30,7 +29,8 @@ DEFAULT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 
 def dataset_name(data_uri: str) -> str:
     """A readable dataset name from the input path: 'data/churn.csv' -> 'churn'."""
-    stem = PurePosixPath(data_uri.rstrip("/").split("://")[-1].replace("*", "")).name
+    parts = [p for p in data_uri.split("://")[-1].split("/") if p and not any(c in p for c in "*?[")]
+    stem = parts[-1] if parts else ""
     stem = re.sub(r"\.(csv|parquet|pq|gz|txt)$", "", stem.lower()).rstrip(".")
     return re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-") or "dataset"
 
@@ -69,12 +69,13 @@ def version_uri(store: str, name: str, fp: str) -> str:
 
 def split_of(df: pd.DataFrame, partition: int, *, seed: int, fractions: dict[str, float], row_key: str | None) -> np.ndarray:
     """Deterministic split label per row: a seeded hash of the row key, or of the row position."""
-    hash_key = f"{seed:016d}"[-16:]
     if row_key:
-        hashes = pd.util.hash_pandas_object(df[row_key], index=False, hash_key=hash_key).to_numpy()
+        hashes = pd.util.hash_pandas_object(df[row_key], index=False).to_numpy()
     else:
-        positions = np.arange(len(df), dtype=np.uint64) + (np.uint64(partition) << np.uint64(40))
-        hashes = pd.util.hash_array(positions, hash_key=hash_key)
+        hashes = np.arange(len(df), dtype=np.uint64) + (np.uint64(partition) << np.uint64(40))
+    # hash_array ignores hash_key for numbers, so the seed is mixed in explicitly
+    seed_mix = np.uint64(int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:8], "little"))
+    hashes = pd.util.hash_array(hashes ^ seed_mix)
     u = (hashes % np.uint64(1 << 32)).astype(np.float64) / float(1 << 32)
     bounds = np.cumsum([fractions[s] for s in SPLITS])
     return np.array(SPLITS)[np.searchsorted(bounds, u, side="right").clip(0, len(SPLITS) - 1)]

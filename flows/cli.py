@@ -1,0 +1,103 @@
+"""`tuneflow run ...`: the flow from a terminal, with a live display of the trials."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed XGBoost hyperparameter tuning: validate, shard, tune, register.")
+console = Console(stderr=True)
+
+
+@app.callback()
+def main() -> None:
+    """tuneflow: validate -> shard -> tune -> register, as one Prefect flow."""
+
+
+@app.command()
+def run(
+    data: str = typer.Option(..., "--data", help="CSV/Parquet file, glob or folder/prefix (local, file:// or s3://)."),
+    target: str = typer.Option(..., "--target", help="The column to predict."),
+    task: str = typer.Option("binary", "--task", help="binary | multiclass | regression."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="XGBoost eval metric (default: auc / mlogloss / rmse)."),
+    n_trials: Optional[int] = typer.Option(20, "--n-trials", help="Trials to reach in the study (resumed studies count what they have)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    parallelism: int = typer.Option(2, "--parallelism", help="Trials in flight at once."),
+    space: Optional[str] = typer.Option(None, "--space", help="Search-space YAML/JSON (default: tuneflow's XGBoost space)."),
+    expectations: Optional[str] = typer.Option(None, "--expectations", help="Expectations YAML/JSON for validation."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: journal file, sqlite:///FILE or postgresql://..."),
+    store: Optional[str] = typer.Option(None, "--store", help="Object store root for shards and models (folder or s3://bucket/prefix)."),
+    dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Dask scheduler (tcp://HOST:8786); default: a LocalCluster."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the split and the sampler."),
+    row_key: Optional[str] = typer.Option(None, "--row-key", help="ID column: split by its hash and leave it out of the features."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Continue or name a study (default: from data, task, metric, space)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="MLflow registered model name (default: tuneflow-<dataset>)."),
+    max_rounds: int = typer.Option(500, "--max-rounds", help="Boosting rounds at most per trial."),
+    early_stopping_rounds: int = typer.Option(30, "--early-stopping-rounds"),
+) -> None:
+    """Tune XGBoost on DATA for TARGET and register the best model."""
+    from tasks.errors import DataValidationError, TuneflowError
+    from tasks.plan import plan_run
+
+    try:
+        plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism)
+    except TuneflowError as exc:
+        _fail(exc)
+
+    from flows.tune_xgboost import tune_xgboost
+    from tasks import progress as progress_events
+    from tasks.settings import get_settings
+
+    display = Progress(
+        SpinnerColumn(), TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+    bar = display.add_task("starting: validate and shard", total=n_trials)
+
+    def on_event(event) -> None:
+        best = f"{event.best_value:.5f} (#{event.best_number})" if event.best_value is not None else "-"
+        display.update(bar, completed=event.done, description=f"failed {event.failed} pruned {event.pruned} running {event.running} best {best}")
+
+    unsubscribe = progress_events.subscribe(on_event)
+    try:
+        with display:
+            result = tune_xgboost(
+                data=data, target=target, task=task, metric=metric, n_trials=n_trials, timeout=timeout,
+                parallelism=parallelism, space=space, expectations=expectations, storage=storage, store=store,
+                dask_address=dask_address, device=device, seed=seed, row_key=row_key, study_name=study_name,
+                model_name=model_name, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
+            )
+    except DataValidationError as exc:
+        _fail(exc)
+    except TuneflowError as exc:
+        _fail(exc)
+    finally:
+        unsubscribe()
+
+    reg, settings = result["registered"], get_settings()
+    out = Console()
+    out.print(f"\n[bold green]Done.[/] best {result['metric']} (valid) = [bold]{result['best_value']:.6f}[/] (trial {result['best_trial']}), test = {reg['test_value']:.6f}")
+    out.print("best parameters:")
+    for key, value in result["best_params"].items():
+        out.print(f"  {key} = {value}")
+    out.print(f"model: [bold]{reg['model_name']}[/] version {reg['version']} (alias {reg['alias']}), {reg['model_uri']}")
+    out.print(f"study: {result['study_name']} in {result['storage']}")
+    out.print(f"data:  {result['manifest_uri']}  rows {result['rows']}")
+    out.print(f"report: {result['report_uri']}")
+    out.print(f"MLflow UI:  mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")
+    out.print("Prefect UI: prefect server start   (then open http://127.0.0.1:4200)")
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

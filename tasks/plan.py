@@ -1,0 +1,62 @@
+"""Checks every run argument before any work starts, and works out what the run will touch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tasks import dataset, search_space, shard, storage, validate
+from tasks.errors import TuneflowError
+from tasks.problem import check_task, resolve_metric
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    data: str
+    target: str
+    task: str
+    metric: str
+    direction: str
+    space: dict[str, Any]
+    expectations: dict[str, Any]
+    files: list[dict[str, Any]]
+    schema: dict[str, Any]
+    name: str
+    fingerprint: str
+    data_options: dict[str, Any]
+
+
+def plan_run(
+    data: str,
+    target: str,
+    task: str,
+    metric: str | None,
+    space: str | None,
+    expectations: str | None,
+    seed: int,
+    row_key: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    parallelism: int,
+) -> RunPlan:
+    """Cheap checks (arguments, files, header, target column) so bad input fails in seconds."""
+    check_task(task)
+    metric, direction = resolve_metric(task, metric)
+    if n_trials is None and timeout is None:
+        raise TuneflowError("No budget given.", "pass --n-trials N and/or --timeout SECONDS.")
+    if (n_trials is not None and n_trials < 1) or (timeout is not None and timeout <= 0) or parallelism < 1:
+        raise TuneflowError(
+            f"Bad budget: n_trials={n_trials}, timeout={timeout}, parallelism={parallelism}.",
+            "use --n-trials >= 1, --timeout > 0 and --parallelism >= 1.",
+        )
+    space_def = search_space.load_space(space)
+    user_expectations = validate.load_expectations(expectations)
+    data_options = storage.storage_options_for(data)
+    files = storage.expand_inputs(data, data_options)
+    schema = dataset.infer_schema(files, target, task, data_options)
+    if row_key is not None and row_key not in schema["columns"]:
+        raise TuneflowError(f"Row key column '{row_key}' is not in the data.", "pass --row-key with an existing column, or leave it out.")
+    if row_key == target:
+        raise TuneflowError("The row key cannot be the target.", "pass an identifier column as --row-key.")
+    fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
+    return RunPlan(data, target, task, metric, direction, space_def, user_expectations, files, schema, shard.dataset_name(data), fp, data_options)
