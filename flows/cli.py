@@ -10,6 +10,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+# Prefect's temporary server phones home on a timer and logs a traceback when SQLite is busy.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed XGBoost hyperparameter tuning: validate, shard, tune, register.")
 console = Console(stderr=True)
 
@@ -95,7 +100,7 @@ def run(
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)  # one unwrapped line, greppable
     raise typer.Exit(code=2)
 
 

@@ -36,14 +36,14 @@ def dask_client(address: str | None, parallelism: int, device: str = "auto") -> 
         with contextlib.suppress(ImportError):
             from dask_cuda import LocalCUDACluster
 
-            cluster = LocalCUDACluster(n_workers=n, threads_per_worker=1, dashboard_address=None)
+            cluster = LocalCUDACluster(n_workers=n, threads_per_worker=1, dashboard_address=":0")
     if cluster is None:
         cores = os.cpu_count() or 1
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=max(1, cores // n),
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             memory_limit=None,
         )
     with cluster, Client(cluster, set_as_default=True) as client:

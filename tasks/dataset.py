@@ -41,6 +41,8 @@ def _read_sample(file_uri: str, storage_options: dict[str, Any]) -> pd.DataFrame
 def infer_schema(files: list[dict[str, Any]], target: str, task: str, storage_options: dict[str, Any]) -> dict[str, Any]:
     """Column kinds from a sample of the first file; checks that the target is there."""
     sample = _read_sample(files[0]["uri"], storage_options)
+    if len(sample) == 0 and len(files) == 1:
+        raise TuneflowError(f"{files[0]['uri']} has no data rows.", "give a dataset with rows under its header.")
     if len(sample.columns) == 0:
         raise TuneflowError(f"{files[0]['uri']} has no columns.", "give a file with a header row.")
     if target not in sample.columns:

@@ -54,6 +54,11 @@ def plan_run(
     data_options = storage.storage_options_for(data)
     files = storage.expand_inputs(data, data_options)
     schema = dataset.infer_schema(files, target, task, data_options)
+    if task == "regression" and schema["columns"][target]["kind"] != "numeric":
+        raise TuneflowError(
+            f"Target '{target}' is not numeric, so it cannot be a regression target.",
+            "pick a numeric target, or use --task binary/multiclass for a label column.",
+        )
     if row_key is not None and row_key not in schema["columns"]:
         raise TuneflowError(f"Row key column '{row_key}' is not in the data.", "pass --row-key with an existing column, or leave it out.")
     if row_key == target:

@@ -536,6 +536,12 @@ def _validate_partition(df: pd.DataFrame, plan: dict[str, Any]) -> dict[str, Any
                 "observed": _plain(result.get("observed_value")),
                 "error": str(message) if raised else None,
             }
+        for index, item in enumerate(plan["expectations"]):  # a non-number is the type check's, not a null
+            column = item["kwargs"].get("column")
+            if item["type"] == "expect_column_values_to_not_be_null" and column in coerced and outcomes[index]:
+                outcome = outcomes[index]
+                outcome["unexpected_count"] = max(0, outcome["unexpected_count"] - coerced[column]["count"])
+                outcome["success"] = outcome["unexpected_count"] == 0
     numeric_ranges = {}
     for col in plan["numeric"] + [c for c in plan["coerce"] if c not in plan["numeric"]]:
         values = df[col]
@@ -739,11 +745,14 @@ def _describe(r: dict[str, Any]) -> str:
     if r.get("error"):
         return f"{name} error: {r['error']}"
     if r["unexpected_count"]:
-        unit = "files" if r["expectation"] == "expect_files_to_share_columns" else "rows"
-        text = f"{name} {r['unexpected_count']} {unit}"
+        n = r["unexpected_count"]
+        unit = "file" if r["expectation"] == "expect_files_to_share_columns" else "row"
+        text = f"{name} {n} {unit}{'' if n == 1 else 's'}"
         return f"{text}, e.g. {_short(r['examples'])}" if r["examples"] else text
     if r["expectation"] == "expect_table_row_count_to_be_between":
         return f"{name} {r['observed']} rows (need at least {max(1, r['kwargs'].get('min_value') or 0)})"
+    if r["expectation"] in ("expect_target_to_have_two_or_more_classes", "expect_binary_target_to_have_two_classes"):
+        return f"{name} {r['observed']} class{'' if r['observed'] == 1 else 'es'} {_short(r['examples'])}"
     if r.get("observed") is not None:
         return f"{name} observed {_short(r['observed'])}"
     return name

@@ -1,0 +1,394 @@
+"""Register the best trial's model in MLflow and move the `champion` alias only when it wins.
+
+MLflow 3 API only: model versions with aliases (`champion`, `challenger`), no stages; the model
+is logged with the xgboost flavor as UBJSON, never pickled.
+
+Prediction: the registered model takes *encoded* features. Its signature is one double column
+per manifest feature, categorical columns holding their category code in the manifest's
+category order (NaN when missing or unknown). MLflow's xgboost pyfunc wrapper builds a plain
+`DMatrix(df)`, and its schema enforcement turns pandas `category` columns into strings, which
+XGBoost then rejects; raw strings cannot travel through a REST payload as `category` either.
+Encoded floats work in-process, in `mlflow models serve` and in JSON, and give exactly the
+training encoding. So:
+
+    booster = load_registered_booster("models:/churn@champion", tracking_uri)
+    manifest = load_registered_manifest("models:/churn@champion", tracking_uri)
+    proba = predict_frame(booster, raw_df, manifest)
+    # or, through pyfunc:
+    mlflow.pyfunc.load_model("models:/churn@champion").predict(encoded_features(raw_df, manifest))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import posixpath
+import re
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+# Set before mlflow is imported: GitPython warns at import time when no git binary is found,
+# and tqdm progress bars on artifact downloads only clutter flow logs.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+import mlflow.xgboost  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xgboost as xgb  # noqa: E402
+from mlflow.entities.model_registry import ModelVersion  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models import ModelSignature  # noqa: E402
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.types.schema import ColSpec, Schema, TensorSpec  # noqa: E402
+
+from tasks.errors import TuneflowError  # noqa: E402
+from tasks.trial_engine import to_matrix  # noqa: E402
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+MANIFEST_ARTIFACT = "dataset/manifest.json"
+VALIDATION_ARTIFACT = "validation/report.json"
+PLOTS_DIR = "plots"
+
+TAG_TRIAL_KEY = "tuneflow.trial_key"
+TAG_FINGERPRINT = "tuneflow.data_fingerprint"
+TAG_DATASET = "tuneflow.dataset"
+TAG_STUDY = "tuneflow.study"
+TAG_TRIAL = "tuneflow.trial_number"
+TAG_METRIC = "tuneflow.metric"
+TAG_DIRECTION = "tuneflow.direction"
+TAG_TEST_VALUE = "tuneflow.test_value"
+# Written once the alias decision is made: a version without it was interrupted mid-registration.
+TAG_PREVIOUS_CHAMPION = "tuneflow.previous_champion_version"
+TAG_PREVIOUS_CHAMPION_VALUE = "tuneflow.previous_champion_test_value"
+
+
+def trial_key(study_name: str, trial_number: int, fingerprint: str) -> str:
+    """Stable id of one trial on one dataset version (a hash: safe inside MLflow filter strings)."""
+    payload = json.dumps([study_name, int(trial_number), fingerprint])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def is_better(new: float, old: float, direction: str) -> bool:
+    """True when `new` strictly beats `old` in `direction`; NaN never wins."""
+    if math.isnan(new):
+        return False
+    if math.isnan(old):
+        return True
+    return new > old if direction == "maximize" else new < old
+
+
+def encoded_features(df: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+    """The model's input frame: float32 columns, categoricals as codes in the manifest's order."""
+    matrix, _ = _encode(df, manifest)
+    return pd.DataFrame(matrix, columns=[f["name"] for f in manifest["features"]], index=df.index)
+
+
+def predict_frame(booster: xgb.Booster, df: pd.DataFrame, manifest: dict[str, Any]) -> np.ndarray:
+    """Predictions (probabilities for classification) for a raw-feature or encoded frame."""
+    matrix, types = _encode(df, manifest)
+    dm = xgb.DMatrix(matrix, feature_names=[f["name"] for f in manifest["features"]], feature_types=types, enable_categorical=True)
+    return booster.predict(dm)
+
+
+def load_registered_booster(model_uri: str, tracking_uri: str) -> xgb.Booster:
+    """The Booster behind a registered model URI ('models:/<name>@<alias>' or 'models:/<name>/<v>')."""
+    with tempfile.TemporaryDirectory(prefix="tuneflow-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+        model = mlflow.xgboost.load_model(local)
+    return model if isinstance(model, xgb.Booster) else model.get_booster()
+
+
+def load_registered_manifest(model_uri: str, tracking_uri: str) -> dict[str, Any]:
+    """The dataset manifest logged with a registered model version (it defines the encoding)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = _resolve_model_uri(client, model_uri)
+    with tempfile.TemporaryDirectory(prefix="tuneflow-manifest-") as tmp:
+        path = client.download_artifacts(version.run_id, MANIFEST_ARTIFACT, tmp)
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def register_best_model(
+    *,
+    model_ubj: bytes,
+    manifest: dict[str, Any],
+    metric: str,
+    direction: str,
+    evaluate: Callable[[bytes], float],
+    params: dict[str, Any],
+    valid_value: float,
+    study_name: str,
+    trial_number: int,
+    model_name: str,
+    tracking_uri: str,
+    artifact_root: str,
+    validation_report: dict[str, Any] | None = None,
+    plots: dict[str, str] | None = None,
+    input_example: pd.DataFrame | None = None,
+    experiment_name: str = "tuneflow",
+) -> dict[str, Any]:
+    """Log and register the best trial's model; make it champion only if it beats the current one."""
+    if direction not in ("maximize", "minimize"):
+        raise TuneflowError(f"Unknown optimisation direction '{direction}'.", "use 'maximize' or 'minimize'.")
+    # The fluent API (start_run, log_model, register_model) only reads the process-wide URIs.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    key = trial_key(study_name, trial_number, manifest["fingerprint"])
+
+    existing = _find_version(client, model_name, key)
+    if existing is not None and TAG_PREVIOUS_CHAMPION in existing.tags:
+        return _reused_result(client, existing, model_name)
+
+    test_value = float(evaluate(model_ubj))
+    if existing is None:
+        version = _log_and_register(
+            client,
+            model_ubj=model_ubj,
+            manifest=manifest,
+            metric=metric,
+            direction=direction,
+            test_value=test_value,
+            params=params,
+            valid_value=valid_value,
+            study_name=study_name,
+            trial_number=trial_number,
+            key=key,
+            model_name=model_name,
+            artifact_root=artifact_root,
+            validation_report=validation_report,
+            plots=plots,
+            input_example=input_example,
+            experiment_name=experiment_name,
+        )
+    else:
+        version = existing  # registered before but interrupted before the alias decision
+
+    alias, previous, previous_value = _decide_alias(client, tracking_uri, model_name, version, test_value, direction, evaluate)
+    return {
+        "model_name": model_name,
+        "version": int(version.version),
+        "alias": alias,
+        "run_id": version.run_id,
+        "model_uri": f"models:/{model_name}/{version.version}",
+        "test_value": test_value,
+        "previous_champion_version": previous,
+        "previous_champion_test_value": previous_value,
+        "reused": existing is not None,
+    }
+
+
+def _encode(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """Raw (strings/categories) or already-encoded (numeric codes) columns -> to_matrix's encoding."""
+    missing = [f["name"] for f in manifest["features"] if f["name"] not in df.columns]
+    if missing:
+        raise TuneflowError(f"The frame lacks feature columns {missing}.", "pass every feature column the model was trained on.")
+    cols = {}
+    for feat in manifest["features"]:
+        col = df[feat["name"]]
+        if feat["kind"] == "categorical":
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                # Raw categorical columns are never numeric (the schema makes numbers numeric
+                # features), so numbers here are codes from encoded_features.
+                codes = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                col = pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype(np.int64), categories=feat["categories"])
+            else:
+                # Same rule as the shards: unknown categories become missing, order is the manifest's.
+                col = pd.Categorical(col.astype("string"), categories=feat["categories"])
+        cols[feat["name"]] = col
+    return to_matrix(pd.DataFrame(cols, index=df.index), manifest)
+
+
+def _signature(booster: xgb.Booster, manifest: dict[str, Any], example: pd.DataFrame | None) -> ModelSignature:
+    """Double columns (float32 and float64 both pass MLflow's enforcement) and the booster's output."""
+    names = [f["name"] for f in manifest["features"]]
+    inputs = Schema([ColSpec("double", name) for name in names])
+    probe = example if example is not None else pd.DataFrame(np.full((1, len(names)), np.nan, np.float32), columns=names)
+    out = booster.predict(xgb.DMatrix(probe.to_numpy(np.float32), feature_names=names, feature_types=booster.feature_types, enable_categorical=True))
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(out.dtype, (-1, *out.shape[1:]))]))
+
+
+def _metric_key(prefix: str, metric: str) -> str:
+    # XGBoost metric names may hold '@' (e.g. 'ndcg@5', 'error@0.7'); MLflow keys may not.
+    return f"{prefix}_{re.sub(r'[^0-9A-Za-z_./ -]', '_', metric)}"
+
+
+def _experiment_id(client: MlflowClient, name: str, artifact_root: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root)
+    except MlflowException as exc:  # another flow created it between our two calls
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _find_version(client: MlflowClient, model_name: str, key: str) -> ModelVersion | None:
+    """The version of `model_name` registered for this trial key, if any (the oldest one)."""
+    found = client.search_model_versions(f"tags.`{TAG_TRIAL_KEY}` = '{key}'")
+    # Filter the name here rather than in the filter string, which has no quote escaping.
+    mine = sorted((v for v in found if v.name == model_name), key=lambda v: int(v.version))
+    if not mine:
+        return None
+    # search results omit aliases on some stores: fetch the version itself
+    return client.get_model_version(model_name, mine[0].version)
+
+
+def _log_and_register(
+    client: MlflowClient,
+    *,
+    model_ubj: bytes,
+    manifest: dict[str, Any],
+    metric: str,
+    direction: str,
+    test_value: float,
+    params: dict[str, Any],
+    valid_value: float,
+    study_name: str,
+    trial_number: int,
+    key: str,
+    model_name: str,
+    artifact_root: str,
+    validation_report: dict[str, Any] | None,
+    plots: dict[str, str] | None,
+    input_example: pd.DataFrame | None,
+    experiment_name: str,
+) -> ModelVersion:
+    """One MLflow run holding params, metrics, data lineage, plots and the model; one new version."""
+    booster = xgb.Booster(model_file=bytearray(model_ubj))
+    example = encoded_features(input_example.head(5), manifest) if input_example is not None else None
+    tags = {
+        TAG_TRIAL_KEY: key,
+        TAG_FINGERPRINT: manifest["fingerprint"],
+        TAG_DATASET: manifest.get("name", ""),
+        TAG_STUDY: study_name,
+        TAG_TRIAL: str(trial_number),
+        TAG_METRIC: metric,
+        TAG_DIRECTION: direction,
+    }
+    with mlflow.start_run(
+        experiment_id=_experiment_id(client, experiment_name, artifact_root),
+        run_name=f"{study_name}-trial-{trial_number}",
+        tags=tags,
+    ):
+        mlflow.log_params(params)
+        mlflow.log_metrics({_metric_key("test", metric): test_value, _metric_key("valid", metric): float(valid_value)})
+        mlflow.log_dict(manifest, MANIFEST_ARTIFACT)
+        if validation_report is not None:
+            mlflow.log_dict(validation_report, VALIDATION_ARTIFACT)
+        for file_name, html in (plots or {}).items():
+            base = posixpath.basename(file_name.replace("\\", "/"))  # no writing outside plots/
+            mlflow.log_text(html, f"{PLOTS_DIR}/{base if base.endswith('.html') else base + '.html'}")
+        info = mlflow.xgboost.log_model(
+            booster,
+            name=MODEL_ARTIFACT,
+            model_format="ubj",
+            signature=_signature(booster, manifest, example),
+            input_example=example,
+            # Pinned explicitly: inferring requirements reloads the model in a subprocess (seconds).
+            pip_requirements=mlflow.xgboost.get_default_pip_requirements(),
+            metadata={
+                "tuneflow_input": "encoded features: categorical columns hold codes in the listed category order, NaN when missing",
+                "tuneflow_features": manifest["features"],
+                "tuneflow_data_fingerprint": manifest["fingerprint"],
+            },
+        )
+        # register_model (not log_model's registered_model_name) so the trial-key tag lands in the
+        # same transaction as the version: a retry can always find what an earlier try created.
+        version = mlflow.register_model(
+            info.model_uri,
+            model_name,
+            tags={
+                TAG_TRIAL_KEY: key,
+                TAG_FINGERPRINT: manifest["fingerprint"],
+                TAG_STUDY: study_name,
+                TAG_TRIAL: str(trial_number),
+                TAG_METRIC: metric,
+                TAG_TEST_VALUE: repr(test_value),
+                _metric_key("test", metric): repr(test_value),
+            },
+        )
+    return client.get_model_version(model_name, version.version)
+
+
+def _champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:  # no such alias (or model) yet
+        return None
+
+
+def _version_ubj(model_name: str, version: str, tracking_uri: str) -> bytes:
+    booster = load_registered_booster(f"models:/{model_name}/{version}", tracking_uri)
+    return bytes(booster.save_raw(raw_format="ubj"))
+
+
+def _decide_alias(
+    client: MlflowClient,
+    tracking_uri: str,
+    model_name: str,
+    version: ModelVersion,
+    test_value: float,
+    direction: str,
+    evaluate: Callable[[bytes], float],
+) -> tuple[str, int | None, float | None]:
+    """Move `champion` to `version` if it beats the champion on today's test split, else `challenger`."""
+    champion = _champion(client, model_name)
+    previous: int | None = None
+    previous_value: float | None = None
+    if champion is None or int(champion.version) == int(version.version):
+        alias = CHAMPION
+    else:
+        previous = int(champion.version)
+        # Re-scored, not read from its tags: the champion may have been tested on other data.
+        previous_value = float(evaluate(_version_ubj(model_name, champion.version, tracking_uri)))
+        alias = CHAMPION if is_better(test_value, previous_value, direction) else CHALLENGER
+    # Tags before the alias: a crash in between leaves no decision tag, so a retry decides again.
+    client.set_model_version_tag(model_name, version.version, TAG_PREVIOUS_CHAMPION, "" if previous is None else str(previous))
+    client.set_model_version_tag(model_name, version.version, TAG_PREVIOUS_CHAMPION_VALUE, "" if previous_value is None else repr(previous_value))
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return alias, previous, previous_value
+
+
+def _reused_result(client: MlflowClient, version: ModelVersion, model_name: str) -> dict[str, Any]:
+    """The answer for an already registered trial; `alias` is 'champion' only if it still holds it."""
+    champion = _champion(client, model_name)
+    previous = version.tags.get(TAG_PREVIOUS_CHAMPION, "")
+    previous_value = version.tags.get(TAG_PREVIOUS_CHAMPION_VALUE, "")
+    return {
+        "model_name": model_name,
+        "version": int(version.version),
+        "alias": CHAMPION if champion is not None and int(champion.version) == int(version.version) else CHALLENGER,
+        "run_id": version.run_id,
+        "model_uri": f"models:/{model_name}/{version.version}",
+        "test_value": float(version.tags[TAG_TEST_VALUE]),
+        "previous_champion_version": int(previous) if previous else None,
+        "previous_champion_test_value": float(previous_value) if previous_value else None,
+        "reused": True,
+    }
+
+
+def _resolve_model_uri(client: MlflowClient, model_uri: str) -> ModelVersion:
+    """'models:/<name>@<alias>' or 'models:/<name>/<version>' -> that ModelVersion."""
+    if not model_uri.startswith("models:/"):
+        raise TuneflowError(f"Not a registered model URI: {model_uri}.", "use models:/<name>@<alias> or models:/<name>/<version>.")
+    rest = model_uri[len("models:/") :].rstrip("/")
+    if "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        raise TuneflowError(f"Not a registered model URI: {model_uri}.", "use models:/<name>@<alias> or models:/<name>/<version>.")
+    return client.get_model_version(name, version)

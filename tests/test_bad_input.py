@@ -1,0 +1,107 @@
+"""Bad input through the real CLI: one clear error line, non-zero exit, raw data untouched,
+no dataset version published, nothing registered."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_csv, run_cli
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_clean_failure(proc, home: Path, raw: Path | None, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, proc.stderr[-3000:]
+    line = error_lines[0]
+    assert "Fix:" in line
+    for needle in needles:
+        assert needle in line, line
+    assert not list(home.rglob("_manifest.json")), "a dataset version was published"
+    assert not list(home.rglob("*.parquet")), "shards were left behind"
+    assert not list(home.rglob("*.ubj")), "a model was written"
+    if raw is not None:
+        assert digest(raw) == raw_digests[raw]
+
+
+raw_digests: dict[Path, str] = {}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def cli(home: Path, *args: str):
+    return run_cli("run", *args, "--n-trials", "2", env={"TUNEFLOW_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+
+
+@pytest.fixture(scope="module")
+def good_csv(tmp_path_factory) -> Path:
+    path = make_csv(tmp_path_factory.mktemp("raw") / "churn.csv", 3000)
+    raw_digests[path] = digest(path)
+    return path
+
+
+def test_misspelled_target(good_csv: Path, home: Path) -> None:
+    proc = cli(home, "--data", str(good_csv), "--target", "churnd")
+    assert_clean_failure(proc, home, good_csv, "'churnd' is not in the data", "did you mean 'churned'")
+
+
+def test_missing_path(home: Path, tmp_path: Path) -> None:
+    proc = cli(home, "--data", str(tmp_path / "nope" / "x.csv"), "--target", "y")
+    assert_clean_failure(proc, home, None, "No data found")
+
+
+def test_empty_dataset(home: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("a,b,label\n")
+    raw_digests[empty] = digest(empty)
+    proc = cli(home, "--data", str(empty), "--target", "label")
+    assert_clean_failure(proc, home, empty, "no data rows")
+
+
+def test_corrupt_file(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 this is not really parquet \x00\x01\x02")
+    raw_digests[bad] = digest(bad)
+    proc = cli(home, "--data", str(bad), "--target", "label")
+    assert_clean_failure(proc, home, bad, "Cannot parse")
+
+
+def test_unknown_metric(good_csv: Path, home: Path) -> None:
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", "--metric", "f1")
+    assert_clean_failure(proc, home, good_csv, "Unknown metric 'f1'", "auc")
+
+
+def test_malformed_search_space(good_csv: Path, home: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("max_depth: {type: int, low: 10, high: 3}\n")
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", "--space", str(space))
+    assert_clean_failure(proc, home, good_csv, "max_depth", "low <= high")
+    space.write_text("max_depth: [unclosed\n")
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", "--space", str(space))
+    assert_clean_failure(proc, home, good_csv, "not valid YAML")
+
+
+def test_regression_target_not_numeric(good_csv: Path, home: Path) -> None:
+    proc = cli(home, "--data", str(good_csv), "--target", "plan", "--task", "regression")
+    assert_clean_failure(proc, home, good_csv, "'plan' is not numeric")
+
+
+def test_one_class_target_fails_validation(home: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one.csv"
+    df = pd.read_csv(make_csv(tmp_path / "src.csv", 500))
+    df["churned"] = 1
+    df.to_csv(one, index=False)
+    raw_digests[one] = digest(one)
+    proc = cli(home, "--data", str(one), "--target", "churned")
+    assert_clean_failure(proc, home, one, "Validation failed", "class")
+    assert not list(home.rglob("mlflow.db")) or "registered" not in proc.stdout
