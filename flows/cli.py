@@ -39,6 +39,8 @@ def run(
     store: Optional[str] = typer.Option(None, "--store", help="Object store root for shards and models (folder or s3://bucket/prefix)."),
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Dask scheduler (tcp://HOST:8786); default: a LocalCluster."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    placement: str = typer.Option("auto", "--placement", help="auto | trial (data resident per worker) | data (xgboost.dask over all workers)."),
+    enqueue: Optional[str] = typer.Option(None, "--enqueue", help="YAML/JSON list of configurations to try first."),
     seed: int = typer.Option(0, "--seed", help="Seeds the split and the sampler."),
     row_key: Optional[str] = typer.Option(None, "--row-key", help="ID column: split by its hash and leave it out of the features."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Continue or name a study (default: from data, task, metric, space)."),
@@ -51,7 +53,9 @@ def run(
     from tasks.plan import plan_run
 
     try:
-        plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism)
+        plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
+        if placement not in ("auto", "trial", "data") or device not in ("auto", "cpu", "cuda"):
+            raise TuneflowError(f"Bad --placement {placement!r} or --device {device!r}.", "use --placement auto|trial|data and --device auto|cpu|cuda.")
     except TuneflowError as exc:
         _fail(exc)
 
@@ -75,7 +79,7 @@ def run(
             result = tune_xgboost(
                 data=data, target=target, task=task, metric=metric, n_trials=n_trials, timeout=timeout,
                 parallelism=parallelism, space=space, expectations=expectations, storage=storage, store=store,
-                dask_address=dask_address, device=device, seed=seed, row_key=row_key, study_name=study_name,
+                dask_address=dask_address, device=device, placement=placement, enqueue=enqueue, seed=seed, row_key=row_key, study_name=study_name,
                 model_name=model_name, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
             )
     except DataValidationError as exc:

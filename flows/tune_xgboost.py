@@ -9,29 +9,27 @@ import time
 from typing import Any, Literal
 
 import distributed
-import xgboost
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE as NO_CACHE
+from prefect.runtime import task_run as task_run_runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from tasks import dataset, progress, register, search_space, shard, study, validate
 from tasks import storage as objstore
 from tasks.cluster import dask_client
-from tasks.errors import TransientError, TuneflowError
+from tasks.data_parallel import PersistedSplits, choose_placement, run_data_parallel_trial, worker_memory
+from tasks.errors import TuneflowError, is_transient
 from tasks.plan import plan_run
 from tasks.problem import objective_params
 from tasks.settings import get_settings
 from tasks.trial_engine import evaluate_model, run_trial
 
-DETERMINISTIC = (TuneflowError, xgboost.core.XGBoostError, ValueError, TypeError, KeyError)
-
-
 def retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
-    """Retry lost workers and storage hiccups; never a deterministic failure (bad params, bad data)."""
+    """Retry lost workers, timeouts and storage hiccups; never a deterministic failure."""
     exc = state.data if isinstance(state.data, BaseException) else None
-    return exc is None or isinstance(exc, TransientError) or not isinstance(exc, DETERMINISTIC)
+    return exc is not None and is_transient(exc)
 
 
 def _key(prefix: str, *parts: Any) -> str:
@@ -71,14 +69,21 @@ def shard_task(files: list[dict], schema: dict, profile: dict, store: str, name:
     )
 
 
+_PERSISTED: dict[str, PersistedSplits] = {}  # data-parallel collections, by dataset fingerprint
+
+
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, **RETRY)
 def trial_task(number: int, params: dict, spec: dict, model_uri: str, timeout_s: float | None) -> dict:
-    """Hand one trial to a Dask worker (which keeps the data resident) and keep its model."""
+    """Run one trial on the cluster and keep its model; returns the score and timings."""
     client = distributed.default_client()
-    future = client.submit(run_trial, {**spec, "params": {**spec["params"], **params}}, pure=False, key=f"trial-{number}-{os.urandom(4).hex()}")
-    result = future.result(timeout=timeout_s)
+    spec = {**spec, "params": {**spec["params"], **params}}
+    if spec["placement"] == "data":
+        result = run_data_parallel_trial(client, _PERSISTED[spec["manifest"]["fingerprint"]], spec)
+    else:  # trial-parallel: one worker, which keeps the data resident across trials
+        future = client.submit(run_trial, spec, pure=False, key=f"trial-{number}-{os.urandom(4).hex()}")
+        result = future.result(timeout=timeout_s)
     objstore.write_bytes_atomic(model_uri, result.pop("model_ubj"), spec["storage_options"])
-    return {**result, "model_uri": model_uri}
+    return {**result, "model_uri": model_uri, "attempt": task_run_runtime.run_count, "placement": spec["placement"]}
 
 
 @task(name="register", cache_policy=NO_CACHE, **RETRY)
@@ -141,6 +146,8 @@ def tune_xgboost(
     store: str | None = None,
     dask_address: str | None = None,
     device: Literal["auto", "cpu", "cuda"] = "auto",
+    placement: Literal["auto", "trial", "data"] = "auto",
+    enqueue: str | None = None,
     seed: int = 0,
     row_key: str | None = None,
     study_name: str | None = None,
@@ -152,7 +159,7 @@ def tune_xgboost(
     """Validate, shard, tune and register an XGBoost model for `target` in `data`."""
     log = get_run_logger()
     settings = get_settings()
-    plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism)
+    plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
     metric, direction, files, schema, name, fp = plan.metric, plan.direction, plan.files, plan.schema, plan.name, plan.fingerprint
     store_uri = store or settings.resolved_store()
     storage_url = storage or settings.resolved_storage()
@@ -166,13 +173,20 @@ def tune_xgboost(
         manifest = shard_task(files, schema, report["profile"], store_uri, name, fp, seed, row_key, {**data_options, **store_options})
         log.info("dataset version %s: %s", fp, {s: v["rows"] for s, v in manifest["splits"].items()})
 
+        placement = choose_placement(manifest, worker_memory(client), placement)
+        if placement == "data":
+            _PERSISTED[fp] = PersistedSplits(client, manifest, store_options)
+            parallelism = 1  # each trial already uses every worker
+        log.info("placement: %s-parallel, %d trial(s) in flight", placement, parallelism)
+
         the_study = study.open_study(storage_url, study_name or study.default_study_name(name, fp, task, metric, plan.space), direction, seed)
         n_classes = len(manifest["classes"] or [])
         spec = {
-            "manifest": manifest, "storage_options": store_options, "device": device, "nthread": nthread,
+            "manifest": manifest, "storage_options": store_options, "device": device, "nthread": nthread, "placement": placement,
             "params": {**objective_params(task, n_classes, metric), "seed": seed},
             "num_boost_round": max_rounds, "early_stopping_rounds": early_stopping_rounds,
         }
+        study.enqueue_configs(the_study, plan.enqueue)
         models = objstore.join(store_uri, "studies", the_study.study_name, "models")
         leaderboard = Leaderboard("trial-leaderboard", direction)
         outcome = study.run_study(
@@ -181,6 +195,7 @@ def tune_xgboost(
             on_event=leaderboard,
         )
         leaderboard.publish(f"final: {outcome.completed} completed this run, best {outcome.best_value}")
+        _PERSISTED.pop(fp, None)
         if outcome.best_number is None:
             raise TuneflowError(
                 f"No trial completed in study '{the_study.study_name}' ({outcome.failed} failed).",
@@ -198,7 +213,7 @@ def tune_xgboost(
         "rows": {s: v["rows"] for s, v in manifest["splits"].items()},
         "study_name": the_study.study_name, "storage": storage_url, "metric": metric, "direction": direction,
         "trials_this_run": outcome.completed + outcome.failed, "failed_this_run": outcome.failed,
-        "recovered_trials": outcome.recovered, "best_trial": best.number, "best_value": best.value,
+        "recovered_trials": outcome.recovered, "placement": placement, "best_trial": best.number, "best_value": best.value,
         "best_params": summary["best_params"], "registered": registered, "tune_seconds": round(outcome.seconds, 2),
     }
     result["report_uri"] = objstore.join(store_uri, "reports", f"{the_study.study_name}.json")

@@ -22,3 +22,21 @@ class DataValidationError(TuneflowError):
 
 class TransientError(Exception):
     """A failure worth retrying (object store hiccup, lost worker, collective timeout)."""
+
+
+# XGBoost reports a peer that vanished mid-training (data-parallel) as an XGBoostError.
+_COLLECTIVE_HINTS = ("socket", "connection", "timed out", "timeout", "peer", "tracker", "rabit", "collective")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: a lost worker, a network/storage error or a timeout, not a bug or bad input."""
+    if isinstance(exc, TuneflowError):
+        return False
+    if isinstance(exc, (TransientError, OSError, TimeoutError)):  # OSError covers comm and S3 errors
+        return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
+    name = type(exc).__name__
+    if name in ("KilledWorker", "CommClosedError", "FutureCancelledError", "ClientConnectorError", "ServerDisconnectedError"):
+        return True
+    if name == "XGBoostError":
+        return any(h in str(exc).lower() for h in _COLLECTIVE_HINTS)
+    return "botocore" in type(exc).__module__ or "aiobotocore" in type(exc).__module__

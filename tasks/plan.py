@@ -24,6 +24,7 @@ class RunPlan:
     name: str
     fingerprint: str
     data_options: dict[str, Any]
+    enqueue: list[dict[str, Any]]
 
 
 def plan_run(
@@ -38,6 +39,7 @@ def plan_run(
     n_trials: int | None,
     timeout: float | None,
     parallelism: int,
+    enqueue: str | None = None,
 ) -> RunPlan:
     """Cheap checks (arguments, files, header, target column) so bad input fails in seconds."""
     check_task(task)
@@ -50,6 +52,7 @@ def plan_run(
             "use --n-trials >= 1, --timeout > 0 and --parallelism >= 1.",
         )
     space_def = search_space.load_space(space)
+    configs = search_space.load_configs(enqueue)
     user_expectations = validate.load_expectations(expectations)
     data_options = storage.storage_options_for(data)
     files = storage.expand_inputs(data, data_options)
@@ -64,4 +67,4 @@ def plan_run(
     if row_key == target:
         raise TuneflowError("The row key cannot be the target.", "pass an identifier column as --row-key.")
     fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
-    return RunPlan(data, target, task, metric, direction, space_def, user_expectations, files, schema, shard.dataset_name(data), fp, data_options)
+    return RunPlan(data, target, task, metric, direction, space_def, user_expectations, files, schema, shard.dataset_name(data), fp, data_options, configs)

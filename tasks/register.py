@@ -240,10 +240,7 @@ def _find_version(client: MlflowClient, model_name: str, key: str) -> ModelVersi
     found = client.search_model_versions(f"tags.`{TAG_TRIAL_KEY}` = '{key}'")
     # Filter the name here rather than in the filter string, which has no quote escaping.
     mine = sorted((v for v in found if v.name == model_name), key=lambda v: int(v.version))
-    if not mine:
-        return None
-    # search results omit aliases on some stores: fetch the version itself
-    return client.get_model_version(model_name, mine[0].version)
+    return mine[0] if mine else None
 
 
 def _log_and_register(

@@ -31,19 +31,32 @@ DEFAULT_SPACE: dict[str, Any] = {
 _TYPES = {"float", "int", "categorical"}
 
 
+def _read_yaml(path: str, what: str, option: str) -> Any:
+    try:
+        fs, p = filesystem(path)
+        with fs.open(p, "r") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError as exc:
+        raise TuneflowError(f"{what} file {path} does not exist.", f"pass {option} with an existing YAML/JSON file.") from exc
+    except yaml.YAMLError as exc:
+        raise TuneflowError(f"{what} file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}.", "fix its syntax.") from exc
+
+
 def load_space(path: str | None) -> dict[str, Any]:
     """The default space, or the one in a YAML/JSON file (checked before any work starts)."""
     if path is None:
         return dict(DEFAULT_SPACE)
-    try:
-        fs, p = filesystem(path)
-        with fs.open(p, "r") as f:
-            space = yaml.safe_load(f)
-    except FileNotFoundError as exc:
-        raise TuneflowError(f"Search-space file {path} does not exist.", "pass --space with an existing YAML/JSON file.") from exc
-    except yaml.YAMLError as exc:
-        raise TuneflowError(f"Search-space file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}.", "fix its syntax.") from exc
-    return check_space(space, path)
+    return check_space(_read_yaml(path, "Search-space", "--space"), path)
+
+
+def load_configs(path: str | None) -> list[dict[str, Any]]:
+    """Configurations to try first (a YAML/JSON list of parameter mappings), e.g. known good ones."""
+    if path is None:
+        return []
+    configs = _read_yaml(path, "Enqueue", "--enqueue")
+    if not isinstance(configs, list) or not all(isinstance(c, dict) and c for c in configs):
+        raise TuneflowError(f"{path} must hold a list of parameter mappings.", "write e.g. [{max_depth: 6, learning_rate: 0.1}].")
+    return configs
 
 
 def check_space(space: Any, source: str = "search space") -> dict[str, Any]:

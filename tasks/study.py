@@ -68,6 +68,12 @@ def open_study(storage_url: str, name: str, direction: str, seed: int) -> optuna
     return study
 
 
+def enqueue_configs(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
+    """Queue configurations to be asked first; one already queued or tried is not queued again."""
+    for params in configs:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
 def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and not t.user_attrs.get(LOST_ATTR)
 

@@ -83,3 +83,17 @@ def test_s3_data_and_store_with_postgres_study(churn_csv: Path, tuneflow_home: P
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
     assert all(t.user_attrs["model_uri"].startswith(f"s3://{s3_bucket}/") for t in study.trials)
     assert result["registered"]["alias"] == "champion"
+
+
+def test_data_parallel_placement_with_enqueued_configs(churn_csv: Path, tuneflow_home: Path, tmp_path: Path, dask_cluster) -> None:
+    configs = tmp_path / "configs.yaml"
+    configs.write_text("- {max_depth: 3, learning_rate: 0.2}\n- {max_depth: 5, learning_rate: 0.1}\n")
+    result = run_flow(str(churn_csv), dask_address=dask_cluster.scheduler_address, placement="data", enqueue=str(configs), n_trials=3)
+    assert result["placement"] == "data"
+    study = optuna.load_study(study_name=result["study_name"], storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(get_settings().resolved_storage())))
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert (trials[0].params["max_depth"], trials[0].params["learning_rate"]) == (3, 0.2)
+    assert (trials[1].params["max_depth"], trials[1].params["learning_rate"]) == (5, 0.1)
+    assert all(t.user_attrs["placement"] == "data" for t in trials)
+    assert result["registered"]["test_value"] > 0.6

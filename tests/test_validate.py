@@ -209,7 +209,9 @@ def test_non_numeric_value_found_while_reading_when_no_frame_is_given(tmp_path, 
 def test_empty_file_fails_clearly(tmp_path, sync_dask):
     folder = tmp_path / "d"
     folder.mkdir()
-    (folder / "empty.csv").write_text("age,plan,label\n")
+    # two header-only files: one alone is already refused by schema inference (tasks.dataset)
+    (folder / "empty-1.csv").write_text("age,plan,label\n")
+    (folder / "empty-2.csv").write_text("age,plan,label\n")
     files = expand_inputs(str(folder))
     report = _run(files, "label", "binary")
 
