@@ -6,6 +6,7 @@ import contextlib
 import os
 from typing import Iterator
 
+import dask
 from distributed import Client, LocalCluster
 
 from tasks.errors import TuneflowError
@@ -31,6 +32,9 @@ def dask_client(address: str | None, parallelism: int, device: str = "auto") -> 
             yield client
         return
     n = local_worker_count(parallelism, device)
+    # A worker death fails its task at once (KilledWorker) instead of a silent re-run elsewhere,
+    # so the Prefect retry that follows is counted on the trial ("attempt") and traceable.
+    dask.config.set({"distributed.scheduler.allowed-failures": 0})
     cluster = None
     if device in ("cuda", "auto") and gpu_count() > 0:
         with contextlib.suppress(ImportError):

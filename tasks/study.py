@@ -33,6 +33,8 @@ HEARTBEAT_ATTR = "tuneflow:heartbeat"
 LOST_ATTR = "tuneflow:lost"  # failed because its run died, re-enqueued; does not count toward n_trials
 RETRY_OF_ATTR = "tuneflow:retry_of"
 ERROR_ATTR = "tuneflow:error"
+HEARTBEAT_S = 5.0  # in-flight trials are stamped this often ...
+STALE_AFTER_S = 30.0  # ... and a RUNNING trial unstamped this long belongs to a dead run
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -78,7 +80,7 @@ def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and not t.user_attrs.get(LOST_ATTR)
 
 
-def recover_stale_trials(study: optuna.Study, stale_after_s: float, now: float | None = None) -> list[int]:
+def recover_stale_trials(study: optuna.Study, stale_after_s: float, now: float | None = None, reenqueue: bool = True) -> list[int]:
     """Fail RUNNING trials whose run stopped heartbeating and re-enqueue their parameters.
 
     Optuna's own heartbeat does not cover ask/tell, so a killed run leaves RUNNING trials forever.
@@ -89,12 +91,32 @@ def recover_stale_trials(study: optuna.Study, stale_after_s: float, now: float |
         beat = t.user_attrs.get(HEARTBEAT_ATTR) or (t.datetime_start.timestamp() if t.datetime_start else 0.0)
         if now - beat < stale_after_s:
             continue
-        study._storage.set_trial_user_attr(t._trial_id, LOST_ATTR, True)
-        study.tell(t.number, state=TrialState.FAIL)
-        if t.params:
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, LOST_ATTR, True)
+            study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another run recovered or finished it first
+            continue
+        if t.params and reenqueue:
             study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: t.number}, skip_if_exists=False)
         recovered.append(t.number)
     return recovered
+
+
+def settle_foreign_trials(study: optuna.Study, own: set[int], stale_after_s: float, poll_s: float) -> list[int]:
+    """At the end of a run: wait for other runs' RUNNING trials to finish or go stale.
+
+    A run killed moments before this one started still looks alive until its heartbeat ages
+    past `stale_after_s`; its trials are then failed as lost (the budget is already reached,
+    so they are not re-enqueued). Leaves no RUNNING trial behind but those of live runs.
+    """
+    deadline = time.time() + stale_after_s + poll_s
+    lost: list[int] = []
+    while True:
+        lost += recover_stale_trials(study, stale_after_s, reenqueue=False)
+        foreign = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number not in own]
+        if not foreign or time.time() > deadline:
+            return lost
+        time.sleep(poll_s)
 
 
 @dataclass
@@ -143,8 +165,8 @@ def run_study(
     parallelism: int,
     submit: Callable[[int, dict[str, Any]], Any],
     on_event: Callable[[TrialEvent], None] | None = None,
-    heartbeat_s: float = 10.0,
-    stale_after_s: float = 60.0,
+    heartbeat_s: float = HEARTBEAT_S,
+    stale_after_s: float = STALE_AFTER_S,
 ) -> StudyOutcome:
     """Asynchronous ask/tell until n_trials count toward the budget or the timeout passes.
 
@@ -177,6 +199,8 @@ def run_study(
         while not stop_beating.wait(heartbeat_s):
             try:
                 beat()
+                # a run killed just before this one started goes stale while we run
+                outcome.recovered += recover_stale_trials(study, stale_after_s)
             except Exception:  # storage hiccup: the next beat retries; never kill the loop
                 pass
 
@@ -229,6 +253,9 @@ def run_study(
                     on_event(event)
     finally:
         stop_beating.set()
+        beater.join()
+    own = {e.number for e in outcome.events}
+    outcome.recovered += settle_foreign_trials(study, own, stale_after_s, min(heartbeat_s, 1.0))
     best = _best(study)
     if best:
         outcome.best_number, outcome.best_value = best

@@ -138,3 +138,21 @@ def test_bad_budget_and_storage_are_clear_errors(tmp_path) -> None:
         st.open_storage("redis://localhost/0")
     with pytest.raises(TuneflowError, match="direction"):
         st.open_study(str(tmp_path / "b.journal"), "b", "maximize", seed=0)
+
+
+def test_run_killed_just_before_is_settled_without_running_leftovers(tmp_path) -> None:
+    """A run SIGKILLed moments ago still looks alive: its trials are failed once they go stale."""
+    url = str(tmp_path / "k.journal")
+    s = st.open_study(url, "killed", "minimize", seed=0)
+    t = s.ask()
+    st.suggest(t, SPACE)
+    t.set_user_attr(st.HEARTBEAT_ATTR, time.time())  # fresh: the dead run beat just now
+    pool = cf.ThreadPoolExecutor(2)
+    out = st.run_study(
+        st.open_study(url, "killed", "minimize", seed=0), SPACE, n_trials=3, timeout=None, parallelism=2,
+        submit=lambda n, p: pool.submit(lambda: {"value": 1.0}), heartbeat_s=0.2, stale_after_s=1.0,
+    )
+    trials = s.get_trials(deepcopy=False)
+    assert not [x for x in trials if x.state == TrialState.RUNNING]
+    assert sum(x.state == TrialState.COMPLETE for x in trials) == 3
+    assert t.number in out.recovered
