@@ -90,7 +90,7 @@ def run(
         unsubscribe()
 
     reg, settings = result["registered"], get_settings()
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(f"\n[bold green]Done.[/] best {result['metric']} (valid) = [bold]{result['best_value']:.6f}[/] (trial {result['best_trial']}), test = {reg['test_value']:.6f}")
     out.print("best parameters:")
     for key, value in result["best_params"].items():

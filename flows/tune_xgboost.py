@@ -115,6 +115,11 @@ class Leaderboard:
 
     def __call__(self, event: study.TrialEvent) -> None:
         progress.publish(event)
+        value = f"{event.value:.6f}" if event.value is not None else event.info.get("error", "")
+        get_run_logger().info(
+            "trial %d %s %s (%s s) | done %d, failed %d, best %s (trial %s)",
+            event.number, event.state, value, event.info.get("seconds", "?"), event.done, event.failed, event.best_value, event.best_number,
+        )
         if event.state == "COMPLETE":
             self.rows.append({"trial": event.number, "value": round(event.value, 6), **{k: _round(v) for k, v in event.params.items()}})
         if time.time() - self.last >= self.every_s:

@@ -9,7 +9,8 @@
 #
 # Settings (environment): TUNEFLOW_PREFECT_PORT (4200), PREFECT_HOME (<repo>/.tuneflow/prefect-home:
 # its SQLite database, profiles and logs; never ~/.prefect), VENV (<repo>/.venv),
-# TUNEFLOW_PREFECT_START_TIMEOUT (seconds, 120). Any PREFECT_* variable you export (e.g.
+# TUNEFLOW_PREFECT_START_TIMEOUT (seconds, 120), TUNEFLOW_PREFECT_STATE (<repo>/.tuneflow/prefect:
+# pid file and server.log; give each concurrent server its own). Any PREFECT_* variable you export (e.g.
 # PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://... for a PostgreSQL backend) is
 # passed through.
 #
@@ -21,7 +22,7 @@ HOST=127.0.0.1
 PORT=${TUNEFLOW_PREFECT_PORT:-4200}
 VENV=${VENV:-$ROOT/.venv}
 export PREFECT_HOME=${PREFECT_HOME:-$ROOT/.tuneflow/prefect-home}
-STATE=$ROOT/.tuneflow/prefect
+STATE=${TUNEFLOW_PREFECT_STATE:-$ROOT/.tuneflow/prefect}
 PID_FILE=$STATE/server.pid
 LOG_FILE=$STATE/server.log
 TIMEOUT=${TUNEFLOW_PREFECT_START_TIMEOUT:-120}

@@ -8,7 +8,8 @@
 # Needs a Prefect server: PREFECT_API_URL from the environment, else the one
 # infra/prefect-server.sh runs (http://127.0.0.1:${TUNEFLOW_PREFECT_PORT:-4200}/api).
 # Settings: TUNEFLOW_WORK_POOL (tuneflow-process), TUNEFLOW_WORKER_LIMIT (max concurrent flow runs,
-# default unlimited), PREFECT_HOME (<repo>/.tuneflow/prefect-home), VENV (<repo>/.venv).
+# default unlimited), PREFECT_HOME (<repo>/.tuneflow/prefect-home), VENV (<repo>/.venv),
+# TUNEFLOW_PREFECT_STATE (<repo>/.tuneflow/prefect: pid file and log of `up`).
 # The worker runs flow runs as subprocesses from the repository root, so `flows`/`tasks` import.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ VENV=${VENV:-$ROOT/.venv}
 POOL=${TUNEFLOW_WORK_POOL:-tuneflow-process}
 export PREFECT_HOME=${PREFECT_HOME:-$ROOT/.tuneflow/prefect-home}
 export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:${TUNEFLOW_PREFECT_PORT:-4200}/api}
-STATE=$ROOT/.tuneflow/prefect
+STATE=${TUNEFLOW_PREFECT_STATE:-$ROOT/.tuneflow/prefect}
 PID_FILE=$STATE/worker-$POOL.pid
 LOG_FILE=$STATE/worker-$POOL.log
 PREFECT=$VENV/bin/prefect

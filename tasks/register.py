@@ -131,7 +131,7 @@ def register_best_model(
     trial_number: int,
     model_name: str,
     tracking_uri: str,
-    artifact_root: str,
+    artifact_root: str | None,
     validation_report: dict[str, Any] | None = None,
     plots: dict[str, str] | None = None,
     input_example: pd.DataFrame | None = None,
@@ -223,7 +223,7 @@ def _metric_key(prefix: str, metric: str) -> str:
     return f"{prefix}_{re.sub(r'[^0-9A-Za-z_./ -]', '_', metric)}"
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_root: str) -> str:
+def _experiment_id(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -257,7 +257,7 @@ def _log_and_register(
     trial_number: int,
     key: str,
     model_name: str,
-    artifact_root: str,
+    artifact_root: str | None,
     validation_report: dict[str, Any] | None,
     plots: dict[str, str] | None,
     input_example: pd.DataFrame | None,

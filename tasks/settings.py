@@ -30,8 +30,11 @@ class Settings(BaseSettings):
     def resolved_tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
-    def resolved_artifact_root(self) -> str:
-        return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+    def resolved_artifact_root(self) -> str | None:
+        """Local artifacts beside a local registry; a tracking server picks its own by default."""
+        if self.mlflow_artifact_root or self.mlflow_tracking_uri:
+            return self.mlflow_artifact_root
+        return (self.home / "mlartifacts").resolve().as_uri()
 
     def resolved_s3_endpoint(self) -> str | None:
         return self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")

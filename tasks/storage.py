@@ -11,12 +11,13 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from tasks.errors import TuneflowError
-from tasks.settings import get_settings
 
 
 def storage_options_for(uri: str, endpoint_url: str | None = None) -> dict[str, Any]:
     """fsspec options for `uri`; S3 gets the configured endpoint (MinIO, moto) if any."""
     if uri.startswith(("s3://", "s3a://")):
+        from tasks.settings import get_settings  # pydantic-settings: not needed on workers
+
         endpoint = endpoint_url or get_settings().resolved_s3_endpoint()
         return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
     return {}
