@@ -217,6 +217,7 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())
     assert report["trials_this_run"] == 2 and report["registered"]["alias"] == "champion"
+    assert report["manifest_uri"].startswith(str(home)) and report["storage"].startswith(str(home))
 
     from mlflow import MlflowClient
 
