@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import task_run as task_run_runtime
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
@@ -173,9 +174,10 @@ def tune_xgboost(
 
     with dask_client(dask_address or settings.dask_address, parallelism, device) as client:
         nthread = None if (dask_address or settings.dask_address) else max(1, (os.cpu_count() or 1) // len(client.scheduler_info()["workers"]))
-        report = validate_task(files, schema, plan.expectations, data_options, fp)
+        cached = {"result_storage": results_storage(store_uri, store_options)}
+        report = validate_task.with_options(**cached)(files, schema, plan.expectations, data_options, fp)
         log.info("validation passed: %d rows, %d expectations", report["rows"], len(report["results"]))
-        manifest = shard_task(files, schema, report["profile"], store_uri, name, fp, seed, row_key, {**data_options, **store_options})
+        manifest = shard_task.with_options(**cached)(files, schema, report["profile"], store_uri, name, fp, seed, row_key, {**data_options, **store_options})
         log.info("dataset version %s: %s", fp, {s: v["rows"] for s, v in manifest["splits"].items()})
 
         placement = choose_placement(manifest, worker_memory(client), placement)
@@ -225,6 +227,15 @@ def tune_xgboost(
     objstore.write_json_atomic(result["report_uri"], result, store_options)
     create_markdown_artifact(summary_markdown(result), key="tuneflow-summary", description="tuneflow result")
     return result
+
+
+def results_storage(store_uri: str, options: dict[str, Any]) -> LocalFileSystem | RemoteFileSystem:
+    """Prefect's cached results (and so its cache keys) live in the store, shared by every run."""
+    base = objstore.join(store_uri, "prefect-results")
+    block = RemoteFileSystem(basepath=base, settings=options) if "://" in store_uri else LocalFileSystem(basepath=base)
+    # Prefect only accepts saved blocks as result storage; one block per store.
+    block.save(f"tuneflow-results-{hashlib.sha256(base.encode()).hexdigest()[:12]}", overwrite=True)
+    return block
 
 
 def study_plots(the_study: Any) -> dict[str, str]:

@@ -76,6 +76,8 @@ def test_s3_data_and_store_with_postgres_study(churn_csv: Path, tuneflow_home: P
     assert result["manifest_uri"].startswith(f"s3://{s3_bucket}/tuneflow/datasets/2026-11/")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="tuneflow/datasets/")["Contents"]]
     assert any(k.endswith("_manifest.json") for k in keys) and sum(k.endswith(".parquet") for k in keys) == 3
+    cache_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="tuneflow/prefect-results/")["Contents"]]
+    assert {k.split("/")[-1].split("-")[0] for k in cache_keys} == {"validate", "shard"}  # Prefect's cache lives in the store
     manifest = storage.read_json(result["manifest_uri"])
     assert manifest["total_rows"] == 6000
 
