@@ -79,7 +79,12 @@ def trial_task(number: int, params: dict, spec: dict, model_uri: str, timeout_s:
     client = distributed.default_client()
     spec = {**spec, "params": {**spec["params"], **params}}
     if spec["placement"] == "data":
-        result = run_data_parallel_trial(client, _PERSISTED[spec["manifest"]["fingerprint"]], spec)
+        fp = spec["manifest"]["fingerprint"]
+        if _PERSISTED[fp].workers != frozenset(client.scheduler_info()["workers"]):
+            # a worker left or was replaced (new address): the slices pinned to it can never be
+            # recomputed, so spread the splits again over the workers there are now
+            _PERSISTED[fp] = PersistedSplits(client, spec["manifest"], spec["storage_options"])
+        result = run_data_parallel_trial(client, _PERSISTED[fp], spec)
     else:  # trial-parallel: one worker, which keeps the data resident across trials
         future = client.submit(run_trial, spec, pure=False, key=f"trial-{number}-{os.urandom(4).hex()}")
         result = future.result(timeout=timeout_s)

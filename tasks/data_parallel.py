@@ -14,6 +14,7 @@ import dask.dataframe as dd
 import pandas as pd
 import xgboost as xgb
 import xgboost.dask  # noqa: F401  (registers xgb.dask)
+import distributed
 from distributed import Client
 
 from tasks.storage import filesystem, join
@@ -57,10 +58,12 @@ class PersistedSplits:
         started = time.perf_counter()
         self.client = client
         workers = sorted(client.scheduler_info()["workers"])
+        self.workers = frozenset(workers)  # each slice is pinned to one of these addresses
         names = [f["name"] for f in manifest["features"]]
         meta_x = pd.DataFrame({n: pd.Series(dtype="float32") for n in names})
         meta_y = pd.Series(dtype="float32", name="__label__")
         self.parts: dict[str, tuple[dd.DataFrame, dd.Series]] = {}
+        self.futures: list[Any] = []
         for split in ("train", "valid"):
             uris = [join(manifest["uri"], f["path"]) for f in manifest["splits"][split]["files"]]
             xs, ys = [], []
@@ -69,6 +72,7 @@ class PersistedSplits:
                 xs.append(client.submit(operator.getitem, part, 0, workers=[worker]))
                 ys.append(client.submit(operator.getitem, part, 1, workers=[worker]))
             self.parts[split] = (dd.from_delayed(xs, meta=meta_x), dd.from_delayed(ys, meta=meta_y))
+            self.futures += xs + ys
         self.feature_types = ["c" if f["kind"] == "categorical" else "q" for f in manifest["features"]]
         self.load_seconds = time.perf_counter() - started
 
@@ -99,6 +103,8 @@ def run_data_parallel_trial(client: Client, data: PersistedSplits, spec: dict[st
     max_bin = int(params.get("max_bin", 256))
     device = spec.get("device", "auto")
     params.update({"tree_method": "hist", "max_bin": max_bin, "verbosity": 0, "device": "cpu" if device == "auto" else device})
+    # Bounded: a slice that can no longer be computed fails the trial (TimeoutError is transient).
+    distributed.wait(data.futures, timeout=float(spec.get("collective_timeout_s", COLLECTIVE_TIMEOUT_S)))
     X, y = data.parts["train"]
     Xv, yv = data.parts["valid"]
     kw = {"max_bin": max_bin, "feature_types": data.feature_types, "enable_categorical": True}

@@ -27,7 +27,10 @@ import os
 import posixpath
 import re
 import tempfile
+import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # Set before mlflow is imported: GitPython warns at import time when no git binary is found,
@@ -74,6 +77,31 @@ def trial_key(study_name: str, trial_number: int, fingerprint: str) -> str:
     """Stable id of one trial on one dataset version (a hash: safe inside MLflow filter strings)."""
     payload = json.dumps([study_name, int(trial_number), fingerprint])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def ensure_sqlite_tracking_db(tracking_uri: str) -> None:
+    """Create an embedded SQLite tracking database atomically.
+
+    MLflow creates its tables on first use with 300+ migration statements that SQLite commits one
+    by one; a process killed in the middle leaves a database no later run can open ("table ...
+    already exists"). So the first use runs the migrations in a temporary file and renames it.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri[len("sqlite:///"):])
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.init-*"):  # left by a run killed while creating it
+        if time.time() - stale.stat().st_mtime > 600:
+            stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.init-{uuid.uuid4().hex[:12]}")
+    try:
+        uri = f"sqlite:///{tmp}"
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models(max_results=1)
+        os.replace(tmp, path)  # another run may have created it meanwhile: both are complete, either wins
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_better(new: float, old: float, direction: str) -> bool:
@@ -141,6 +169,7 @@ def register_best_model(
     if direction not in ("maximize", "minimize"):
         raise TuneflowError(f"Unknown optimisation direction '{direction}'.", "use 'maximize' or 'minimize'.")
     # The fluent API (start_run, log_model, register_model) only reads the process-wide URIs.
+    ensure_sqlite_tracking_db(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -352,10 +381,11 @@ def _decide_alias(
         # Re-scored, not read from its tags: the champion may have been tested on other data.
         previous_value = float(evaluate(_version_ubj(model_name, champion.version, tracking_uri)))
         alias = CHAMPION if is_better(test_value, previous_value, direction) else CHALLENGER
-    # Tags before the alias: a crash in between leaves no decision tag, so a retry decides again.
-    client.set_model_version_tag(model_name, version.version, TAG_PREVIOUS_CHAMPION, "" if previous is None else str(previous))
-    client.set_model_version_tag(model_name, version.version, TAG_PREVIOUS_CHAMPION_VALUE, "" if previous_value is None else repr(previous_value))
+    # The alias before the decision tags: the tags mark the decision as applied (a retry that finds
+    # them reuses it), so a crash between the two must leave no tags, and a retry decides again.
     client.set_registered_model_alias(model_name, alias, version.version)
+    client.set_model_version_tag(model_name, version.version, TAG_PREVIOUS_CHAMPION_VALUE, "" if previous_value is None else repr(previous_value))
+    client.set_model_version_tag(model_name, version.version, TAG_PREVIOUS_CHAMPION, "" if previous is None else str(previous))
     return alias, previous, previous_value
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -149,6 +150,7 @@ class StudyOutcome:
     best_params: dict[str, Any]
     seconds: float
     events: list[TrialEvent] = field(default_factory=list)
+    superseded: list[int] = field(default_factory=list)  # were in flight here, failed as lost by another run
 
 
 def _raw(future: Any) -> cf.Future:
@@ -191,7 +193,23 @@ def run_study(
 
     def beat() -> None:
         for _, trial, _ in list(inflight.values()):
-            trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            try:
+                trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:  # told meanwhile, or failed as lost by another run
+                pass
+
+    def committed() -> tuple[int, int]:
+        """(trials that count or may still count toward the budget, RUNNING trials of other runs).
+
+        Read from storage each time: other runs' finished trials count, and their RUNNING trials
+        hold budget until they finish or go stale (then they are re-enqueued and run again)."""
+        own = {t.number for _, t, _ in list(inflight.values())}
+        n = foreign = 0
+        for t in study.get_trials(deepcopy=False):
+            if counts_toward_budget(t) or t.state == TrialState.RUNNING:
+                n += 1
+                foreign += t.state == TrialState.RUNNING and t.number not in own
+        return n, foreign
 
     stop_beating = threading.Event()
 
@@ -208,7 +226,7 @@ def run_study(
     beater.start()
     try:
         while True:
-            while len(inflight) < parallelism and done + len(inflight) < budget and time.time() < deadline:
+            while len(inflight) < parallelism and committed()[0] < budget and time.time() < deadline:
                 trial = study.ask()
                 trial.set_user_attr(RUN_ATTR, run_id)
                 trial.set_user_attr(HEARTBEAT_ATTR, time.time())
@@ -220,8 +238,11 @@ def run_study(
                 future = submit(trial.number, params)
                 inflight[_raw(future)] = (future, trial, params)
             if not inflight:
-                break
-            finished, _ = cf.wait(list(inflight), return_when=cf.FIRST_COMPLETED)
+                if time.time() >= deadline or not committed()[1]:
+                    break
+                time.sleep(min(heartbeat_s, 1.0))  # other runs' trials hold the rest of the budget
+                continue
+            finished, _ = cf.wait(list(inflight), timeout=min(heartbeat_s, 1.0), return_when=cf.FIRST_COMPLETED)
             for raw in finished:
                 future, trial, params = inflight.pop(raw)
                 info: dict[str, Any] = {}
@@ -235,14 +256,23 @@ def run_study(
                     study.tell(trial, value)
                     state = "COMPLETE"
                     outcome.completed += 1
+                except UpdateFinishedTrialError:
+                    # Another run failed it as lost (our heartbeat was late: suspended process,
+                    # storage stall) and re-enqueued its parameters: that copy is the one that counts.
+                    outcome.superseded.append(trial.number)
+                    continue
                 except Exception as exc:  # this trial failed: tell FAIL and keep the study going
-                    trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc)[:300]}")
-                    study.tell(trial, state=TrialState.FAIL)
+                    try:
+                        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc)[:300]}")
+                        study.tell(trial, state=TrialState.FAIL)
+                    except UpdateFinishedTrialError:
+                        outcome.superseded.append(trial.number)
+                        continue
                     state = "FAIL"
                     failed += 1
                     outcome.failed += 1
                     info = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                done += 1
+                done = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
                 best = _best(study)
                 event = TrialEvent(
                     trial.number, state, value, params, info, done, failed, pruned, len(inflight),

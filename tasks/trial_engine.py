@@ -146,8 +146,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     max_bin = int(params.get("max_bin", 256))
     dtrain, dvalid, matrix_hit = data.matrices_for(max_bin)
     params.update({"tree_method": "hist", "device": device, "max_bin": max_bin, "verbosity": 0})
-    if spec.get("nthread"):
-        params["nthread"] = int(spec["nthread"])
+    params["nthread"] = int(spec.get("nthread") or _cores_per_worker_thread())
     built = time.perf_counter()
     evals_result: dict[str, Any] = {}
     booster = xgb.train(
@@ -175,6 +174,17 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 4),
         "pid": os.getpid(),
     }
+
+
+def _cores_per_worker_thread() -> int:
+    """Cores per concurrent trial on this worker, so full workers do not oversubscribe the host."""
+    cores = os.cpu_count() or 1
+    try:
+        from distributed import get_worker
+
+        return max(1, cores // get_worker().state.nthreads)
+    except (ImportError, ValueError):  # not running inside a Dask worker
+        return cores
 
 
 def evaluate_model(model_ubj: bytes, manifest: dict[str, Any], metric: str, storage_options: dict[str, Any], split: str = "test") -> float:
