@@ -21,6 +21,7 @@ training encoding. So:
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import math
 import os
@@ -71,6 +72,9 @@ TAG_TEST_VALUE = "tuneflow.test_value"
 # Written once the alias decision is made: a version without it was interrupted mid-registration.
 TAG_PREVIOUS_CHAMPION = "tuneflow.previous_champion_version"
 TAG_PREVIOUS_CHAMPION_VALUE = "tuneflow.previous_champion_test_value"
+
+
+logger = logging.getLogger(__name__)
 
 
 def trial_key(study_name: str, trial_number: int, fingerprint: str) -> str:
@@ -379,8 +383,15 @@ def _decide_alias(
     else:
         previous = int(champion.version)
         # Re-scored, not read from its tags: the champion may have been tested on other data.
-        previous_value = float(evaluate(_version_ubj(model_name, champion.version, tracking_uri)))
-        alias = CHAMPION if is_better(test_value, previous_value, direction) else CHALLENGER
+        try:
+            previous_value = float(evaluate(_version_ubj(model_name, champion.version, tracking_uri)))
+        except (ValueError, xgb.core.XGBoostError) as exc:
+            # The champion was trained on other features (a schema change between dataset
+            # versions): it cannot be scored on this test split, so nothing proves the new model
+            # better. It stays challenger; promote it by hand if the new features are intended.
+            logger.warning("champion v%s cannot be scored on this data (%s): new version is challenger", champion.version, str(exc).splitlines()[0][:200])
+            previous_value = math.nan
+        alias = CHAMPION if not math.isnan(previous_value) and is_better(test_value, previous_value, direction) else CHALLENGER
     # The alias before the decision tags: the tags mark the decision as applied (a retry that finds
     # them reuses it), so a crash between the two must leave no tags, and a retry decides again.
     client.set_registered_model_alias(model_name, alias, version.version)

@@ -139,7 +139,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     """
     started = time.perf_counter()
     if spec.get("noop"):
-        return {"value": float(spec.get("noop_value", 0.0)), "noop": True, "seconds": time.perf_counter() - started}
+        return {"value": float(spec.get("noop_value", 0.0)), "noop": True, "model_ubj": b"", "seconds": time.perf_counter() - started}
     device = resolve_device(spec.get("device", "auto"))
     data, data_hit = resident_data(spec["manifest"], spec.get("storage_options", {}), device)
     params = dict(spec["params"])

@@ -204,3 +204,19 @@ def test_encoding_matches_training_and_rejects_bad_input(world):
         register.encoded_features(X.drop(columns=["plan"]), manifest)
     with pytest.raises(TuneflowError, match="direction"):
         reg(world, world["good"], 0, "nope", direction="up")
+
+
+def test_champion_on_other_features_is_not_replaced_silently(world):
+    """A champion trained on another feature set cannot be scored on this split: no crash, challenger."""
+    reg(world, world["bad"], 0, "schema-change")
+    real = evaluator(world)
+    champion_bytes = world["bad"]["model_ubj"]
+
+    def evaluate(model: bytes) -> float:
+        if model == champion_bytes:  # what XGBoost says when the features differ
+            raise ValueError("feature_names mismatch: training data did not have the following fields: customer_id")
+        return real(model)
+
+    new = reg(world, world["good"], 1, "schema-change", evaluate=evaluate)
+    assert new["alias"] == "challenger" and new["version"] == 2
+    assert int(client(world).get_model_version_by_alias("schema-change", "champion").version) == 1

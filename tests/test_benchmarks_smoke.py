@@ -1,0 +1,139 @@
+"""Short runs of the benchmarks (tiny data, a few trials): each runs and writes well-formed JSON and
+Markdown. Speed is not checked here; benchmarks/README.md holds the measured numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import overhead  # noqa: E402
+import peers  # noqa: E402
+import scale  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bench_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(work, out): one work folder per module, so the tiny CSV and its shards are made once."""
+    return tmp_path_factory.mktemp("bench-work"), tmp_path_factory.mktemp("bench-out")
+
+
+@pytest.fixture
+def prefect_api(prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks' child processes use the session's test Prefect API instead of each
+    starting a temporary server of their own."""
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _load(out: Path, name: str) -> dict:
+    data = json.loads((out / f"{name}.json").read_text())
+    md = (out / f"{name}.md").read_text()
+    assert md.startswith("## ") and "| --- |" in md
+    assert data["machine"]["cores"] >= 1 and data["command"].startswith("python benchmarks/")
+    return data
+
+
+PEERS_ARGS = ["--rows", "6000", "--trials", "3", "--max-rounds", "8", "--early-stopping-rounds", "3"]
+
+
+def _check_peer_row(row: dict, trials: int) -> None:
+    assert row["trials"] == trials, row
+    assert 0.5 < row["best_value"] <= 1.0
+    assert _number(row["tune_s"]) and row["tune_s"] > 0 and _number(row["total_s"])
+    assert _number(row["trials_per_hour"]) and _number(row["boost_sum_s"])
+    assert set(row["monitor"]) >= {"wall_s", "other_processes_cores", "peak_rss_mb"}
+
+
+def test_peers_tuneflow_and_optuna(bench_dirs, prefect_api) -> None:
+    work, out = bench_dirs
+    peers.main([*PEERS_ARGS, "--tools", "tuneflow,optuna", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers"])
+    data = _load(out, "peers")
+    assert [r["tool"] for r in data["tools"]] == ["tuneflow", "optuna"]
+    for row in data["tools"]:
+        _check_peer_row(row, 3)
+    assert len(data["params"]["configs"]) == 3 and data["dataset"]["train_rows"] > 0
+    s = data["summary"]
+    assert _number(s["limit_s"]) and _number(s["tuneflow_over_limit"]) and set(s["ratios"]) == {"optuna"}
+    assert isinstance(s["within_15pct_of_limit"], bool) and isinstance(s["faster_than_every_peer"], bool)
+    assert s["tuneflow_breakdown"]["tune_wall_s"] == data["tools"][0]["tune_s"]
+    # the same configurations give the same best model (same data, same XGBoost parameters)
+    assert data["tools"][0]["best_value"] == pytest.approx(data["tools"][1]["best_value"], abs=2e-3)
+
+
+def test_overhead(bench_dirs, prefect_api) -> None:
+    work, out = bench_dirs
+    tools = ["tuneflow", "optuna-journal"]
+    overhead.main(["--trials", "4", "--breakdown-n", "2", "--tools", ",".join(tools), "--work", str(work / "overhead"), "--out-dir", str(out)])
+    data = _load(out, "overhead")
+    assert [r["tool"] for r in data["tools"]] == tools
+    for row in data["tools"]:
+        assert row["trials"] == 4 and all(_number(row["latency"][k]) for k in ("median_ms", "mean_ms", "p90_ms"))
+    tf = data["tools"][0]
+    assert tf["failed"] == 0 and len(tf["breakdown"]) == 7 and all(_number(v["median_ms"]) for v in tf["breakdown"].values())
+    assert tf["timeline"]["trials"] == 4 and _number(tf["timeline"]["per_trial_steps"]["latency ask -> tell done"]["median_ms"])
+    assert _number(tf["timeline"]["main_loop_ms_per_trial"]["main loop total, excluding waiting"])
+    assert isinstance(data["summary"]["target_met"], bool)
+
+
+def test_ray_tune(bench_dirs) -> None:
+    pytest.importorskip("ray.tune")
+    work, out = bench_dirs
+    peers.main([*PEERS_ARGS, "--trials", "2", "--tools", "ray", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers-ray"])
+    _check_peer_row(_load(out, "peers-ray")["tools"][0], 2)
+    overhead.main(["--trials", "3", "--tools", "ray", "--work", str(work / "overhead"), "--out-dir", str(out), "--name", "overhead-ray"])
+    row = _load(out, "overhead-ray")["tools"][0]
+    assert row["tool"] == "ray" and row["trials"] == 3 and _number(row["latency"]["median_ms"])
+
+
+def test_hyperopt(bench_dirs) -> None:
+    pytest.importorskip("hyperopt")
+    work, out = bench_dirs
+    peers.main([*PEERS_ARGS, "--tools", "hyperopt", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers-hyperopt"])
+    _check_peer_row(_load(out, "peers-hyperopt")["tools"][0], 3)
+
+
+def test_scale(bench_dirs) -> None:
+    work, out = bench_dirs
+    scale.main(["--sizes", "5000,20000", "--memory-sizes", "10000,40000", "--rounds", "3", "--work", str(work / "scale"), "--out-dir", str(out)])
+    data = _load(out, "scale")
+    assert [s["rows"] for s in data["sizes"]] == [5000, 20000]
+    for s in data["sizes"]:
+        assert s["shard"]["peak_rss_mb"] > s["shard"]["baseline_rss_mb"] > 0 and s["shard"]["files"] >= 3
+        assert s["trial"]["warm"]["rounds"] == 3 and s["trial"]["cold"]["load_s"] > 0 and s["trial"]["warm"]["load_s"] == 0
+        assert _number(s["plain_dask"]["mb_per_s"])
+    assert data["summary"]["input_ratio"] == 4 and isinstance(data["summary"]["shard_memory_goal_met"], bool)
+    assert [s["rows"] for s in data["memory_sizes"]] == [10000, 40000] and _number(data["summary"]["memory_sizes_peak_rss_ratio"])
+
+
+def test_gpu_script_on_cpu_without_the_orchestration_stack(tmp_path: Path) -> None:
+    """As on the GPU machine: Prefect, Optuna, GX, MLflow and pydantic-settings cannot be imported."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "TUNEFLOW_GPU_BLOCK_IMPORTS": "prefect,optuna,great_expectations,mlflow,pydantic_settings"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--rows", "20000", "--device", "cpu", "--trials", "3", "--rounds", "5",
+         "--naive-trials", "2", "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=240, env=env, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["complete"] and not data["skipped"] and "error" not in data
+    assert set(data["stages"]) == {"data", "plain", "tuneflow_1", "tuneflow_2", "naive_dask"}
+    assert data["stages"]["tuneflow_1"]["device"] == "cpu" and data["stages"]["naive_dask"]["trials"] == 2
+    assert data["forbidden_modules_here"] == [] and data["forbidden_modules_on_worker"] == []
+    assert data["settings_stubbed_here"] is True and data["settings_stubbed_on_workers"] == [True]
+    s = data["summary"]
+    assert all(_number(s[k]) for k in ("plain_trials_s", "tuneflow_seq_warm_s", "tuneflow_vs_plain_warm", "naive_over_tuneflow_per_trial"))
