@@ -25,7 +25,7 @@ from tasks.errors import TuneflowError, is_transient
 from tasks.plan import plan_run
 from tasks.problem import objective_params
 from tasks.settings import get_settings
-from tasks.trial_engine import evaluate_model, run_trial
+from tasks.trial_engine import evaluate_model, release_data, run_trial
 
 def retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
     """Retry lost workers, timeouts and storage hiccups; never a deterministic failure."""
@@ -208,6 +208,8 @@ def tune_xgboost(
         )
         leaderboard.publish(f"final: {outcome.completed} completed this run, best {outcome.best_value}")
         _PERSISTED.pop(fp, None)
+        if dask_address or settings.dask_address:  # a shared cluster: free worker (and GPU) memory for the next study
+            client.run(release_data)
         if outcome.best_number is None:
             raise TuneflowError(
                 f"No trial completed in study '{the_study.study_name}' ({outcome.failed} failed).",
