@@ -1068,6 +1068,8 @@ def check_s3_faults(f: dict[str, Any]) -> list[str]:
     n = f["settings"]["n_trials"]
     if counts and (counts["complete"] != n or counts["running"]):
         problems.append(f"faulty run's study {counts}")
+    if counts and f["faulty"].get("models") != n:
+        problems.append(f"faulty run: {f['faulty'].get('models')} model objects for {n} trials")
     for p in f["sweep"]:
         problems += [f"sweep {p['rate']}/{p['botocore_retries']}: {x}" for x in p["problems"]]
         if p["state"] == "COMPLETED" and not p["identical"]:

@@ -24,7 +24,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from tasks.errors import TuneflowError
+from tasks.errors import TuneflowError, is_transient
 from tasks.search_space import suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -34,6 +34,8 @@ HEARTBEAT_ATTR = "tuneflow:heartbeat"
 LOST_ATTR = "tuneflow:lost"  # failed because its run died, re-enqueued; does not count toward n_trials
 RETRY_OF_ATTR = "tuneflow:retry_of"
 ERROR_ATTR = "tuneflow:error"
+REQUEUES_ATTR = "tuneflow:requeues"  # how often these params were re-enqueued after exhausting retries
+MAX_REQUEUES = 2
 HEARTBEAT_S = 5.0  # in-flight trials are stamped this often ...
 STALE_AFTER_S = 30.0  # ... and a RUNNING trial unstamped this long belongs to a dead run
 
@@ -151,6 +153,7 @@ class StudyOutcome:
     seconds: float
     events: list[TrialEvent] = field(default_factory=list)
     superseded: list[int] = field(default_factory=list)  # were in flight here, failed as lost by another run
+    requeued: list[int] = field(default_factory=list)  # transient failures past their retries, run again
 
 
 def _raw(future: Any) -> cf.Future:
@@ -262,15 +265,24 @@ def run_study(
                     outcome.superseded.append(trial.number)
                     continue
                 except Exception as exc:  # this trial failed: tell FAIL and keep the study going
+                    requeues = int(trial.user_attrs.get(REQUEUES_ATTR, 0))
+                    lost = is_transient(exc) and requeues < MAX_REQUEUES  # lost work, not a verdict on the params
                     try:
                         trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc)[:300]}")
+                        if lost:
+                            trial.set_user_attr(LOST_ATTR, True)
                         study.tell(trial, state=TrialState.FAIL)
                     except UpdateFinishedTrialError:
                         outcome.superseded.append(trial.number)
                         continue
-                    state = "FAIL"
-                    failed += 1
-                    outcome.failed += 1
+                    if lost:
+                        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number, REQUEUES_ATTR: requeues + 1}, skip_if_exists=False)
+                        outcome.requeued.append(trial.number)
+                        state = "LOST"
+                    else:
+                        state = "FAIL"
+                        failed += 1
+                        outcome.failed += 1
                     info = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 done = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
                 best = _best(study)
