@@ -131,7 +131,7 @@ def test_gpu_script_on_cpu_without_the_orchestration_stack(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     data = json.loads(out.read_text())
     assert data["complete"] and not data["skipped"] and "error" not in data
-    assert set(data["stages"]) == {"data", "plain", "tuneflow_1", "tuneflow_2", "naive_dask"}
+    assert set(data["stages"]) == {"data", "plain", "worker_warmup", "tuneflow_1", "tuneflow_2", "naive_dask"}
     assert data["stages"]["tuneflow_1"]["device"] == "cpu" and data["stages"]["naive_dask"]["trials"] == 2
     assert data["forbidden_modules_here"] == [] and data["forbidden_modules_on_worker"] == []
     assert data["settings_stubbed_here"] is True and data["settings_stubbed_on_workers"] == [True]
