@@ -253,8 +253,8 @@ def run_study(
                 try:
                     result = future.result()
                     info = {k: v for k, v in result.items() if k != "value" and _attr_ok(v)}
-                    for key, value in info.items():
-                        trial.set_user_attr(key, value)
+                    for key, attr in info.items():
+                        trial.set_user_attr(key, attr)
                     value = float(result["value"])
                     study.tell(trial, value)
                     state = "COMPLETE"
