@@ -50,6 +50,8 @@ def fresh_home(home: Path) -> Path:
     (home / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ["TUNEFLOW_HOME"] = str(home)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
+    # a first start migrates a new database: past Prefect's 20 s default on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return home
 
 
@@ -110,13 +112,13 @@ def shard_step(csv: Path, store: str, seed: int = SHARD_SEED) -> tuple[dict[str,
     classes; no categorical columns here), so the manifest is the one the flow itself writes:
     a later flow run on the same CSV and store finds it and reuses it.
     """
-    from tasks import dataset, shard
+    from tasks.data import inputs, shard
     from tasks.plan import plan_run
 
     plan = plan_run(str(csv), TARGET, "binary", None, None, None, seed, None, 1, None, 1)
     profile = {"classes": {"0": 0, "1": 0}, "categories": {}}
     started = time.perf_counter()
-    ddf = dataset.read_dataset(plan.files, plan.schema, plan.data_options)
+    ddf = inputs.read_dataset(plan.files, plan.schema, plan.data_options)
     manifest = shard.shard_dataset(
         ddf, plan.files, plan.schema, profile, store=store, name=plan.name, fp=plan.fingerprint, seed=seed,
         fractions=shard.DEFAULT_FRACTIONS, row_key=None, storage_options=plan.data_options,
@@ -126,23 +128,24 @@ def shard_step(csv: Path, store: str, seed: int = SHARD_SEED) -> tuple[dict[str,
 
 def existing_manifest(csv: Path, store: str, seed: int = SHARD_SEED) -> dict[str, Any] | None:
     """The manifest the shard step would reuse for this CSV and store, if it is there."""
-    from tasks import shard, storage
+    from tasks import objectstore
+    from tasks.data import shard
     from tasks.plan import plan_run
 
     plan = plan_run(str(csv), TARGET, "binary", None, None, None, seed, None, 1, None, 1)
-    uri = storage.join(shard.version_uri(store, plan.name, plan.fingerprint), shard.MANIFEST)
-    return storage.read_json(uri) if storage.exists(uri) else None
+    uri = objectstore.join(shard.version_uri(store, plan.name, plan.fingerprint), shard.MANIFEST)
+    return objectstore.read_json(uri) if objectstore.exists(uri) else None
 
 
 def load_xy(manifest: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
     """A split's shards as a float32 matrix and label vector (how the peers read the shards)."""
     import pyarrow.parquet as pq
 
-    from tasks.storage import join
+    from tasks.contracts import LABEL_COLUMN
+    from tasks.engine.shards import split_uris
 
-    files = [join(manifest["uri"], f["path"]) for f in manifest["splits"][split]["files"]]
-    table = pq.read_table(files)
-    y = table.column("__label__").to_numpy().astype(np.float32)
+    table = pq.read_table(split_uris(manifest, split))
+    y = table.column(LABEL_COLUMN).to_numpy().astype(np.float32)
     X = np.column_stack([table.column(f["name"]).to_numpy() for f in manifest["features"]]).astype(np.float32, copy=False)
     return X, y
 
@@ -157,7 +160,7 @@ def draw_configs(n: int, seed: int = 42) -> list[dict[str, Any]]:
     """
     import optuna
 
-    from tasks.search_space import DEFAULT_SPACE, suggest
+    from tasks.tuning.search_space import DEFAULT_SPACE, suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -173,7 +176,7 @@ def draw_configs(n: int, seed: int = 42) -> list[dict[str, Any]]:
 def fixed_params() -> dict[str, Any]:
     """What every tool trains with besides the configuration (what tuneflow's flow sets)."""
     from tasks.problem import objective_params
-    from tasks.search_space import DEFAULT_SPACE
+    from tasks.tuning.search_space import DEFAULT_SPACE
 
     return {**objective_params("binary", 2, "auc"), "seed": 0, "tree_method": "hist", "max_bin": DEFAULT_SPACE["max_bin"], "verbosity": 0}
 
@@ -272,6 +275,51 @@ class TreeMonitor:
             "largest_process_peak_rss_mb": round(max(self.proc_peak.values(), default=0) / 2**20, 1),
             "baseline_rss_mb": round(self.baseline_rss / 2**20, 1),
         }
+
+
+def _process_label(p: Any, root: int) -> str:
+    """What a process of the tree is: this process, a Dask worker, Prefect's temporary server, other."""
+    if p.pid == root:
+        return "this process"
+    try:
+        cmd = " ".join(p.cmdline())
+    except Exception:  # gone, or not ours to read
+        return "other"
+    if "uvicorn" in cmd or ("prefect" in cmd and "server" in cmd):
+        return "prefect server"
+    if "resource_tracker" in cmd:
+        return "other"
+    if "spawn_main" in cmd or "multiprocessing" in cmd:
+        return "worker processes"
+    return "other"
+
+
+def tree_cpu(root_pid: int | None = None) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of every process in the tree, by pid, with its label."""
+    import psutil
+
+    root = psutil.Process(root_pid or os.getpid())
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = [root]
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = (_process_label(p, root.pid), t.user + t.system)
+        except psutil.Error:
+            continue
+    return out
+
+
+def cpu_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two tree_cpu() readings, summed by label (processes that started
+    in between count from 0; those that ended in between are lost, hence 'at least')."""
+    spent: dict[str, float] = {}
+    for pid, (label, cpu) in after.items():
+        spent[label] = spent.get(label, 0.0) + cpu - before.get(pid, (label, 0.0))[1]
+    return {k: round(v, 3) for k, v in sorted(spent.items())}
 
 
 # ---------------------------------------------------------------- results

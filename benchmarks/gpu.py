@@ -15,13 +15,18 @@ DataFrame + a CSV; it is benchmarked in scale.py). Every method trains the same 
 configurations (hist, depth 8, max_bin 256, AUC on the valid rows every round) for `--rounds`
 rounds each (no early stop):
   1. plain: one QuantileDMatrix built once in this process (on the GPU), trials run sequentially;
-  2. tuneflow: tasks.trial_engine.run_trial submitted to a Dask worker of tasks.cluster.dask_client
-     (LocalCUDACluster when dask_cuda is there, else a LocalCluster with one worker), which loads
-     the shards once, keeps them (and the QuantileDMatrix) on its GPU, and runs trial after trial;
-     first with 1 trial in flight (cold: includes the load), then again with 2 in flight (warm);
+  2. tuneflow: tasks.engine.resident.run_trial(trial_request(...)) submitted to a Dask worker of
+     tasks.engine.cluster.dask_client (LocalCUDACluster when dask_cuda is there, else a
+     LocalCluster with one worker), as the flow's ResidentTrainer does; the worker loads the shards
+     once, keeps them (and the QuantileDMatrix) on its GPU, and runs trial after trial; first with
+     1 trial in flight (cold: includes the load), then again with 2 in flight (warm);
   3. naive: xgboost.dask.train per trial on the same worker (DaskQuantileDMatrix rebuilt each
      trial from the persisted host partitions), `--naive-trials` trials (default 3: ~12 s each).
 Goals (issue): tuneflow within 15% of plain; at least 5x faster per trial than naive.
+
+The trial engine imports none of Prefect, Optuna, Great Expectations, MLflow, pydantic-settings
+or tasks.settings; the script checks that in this process and on the worker (`forbidden_modules_*`),
+and TUNEFLOW_GPU_BLOCK_IMPORTS=prefect,optuna,... makes any such import fail (the smoke test).
 
 Time-boxed: stages are skipped once `--time-box` seconds have passed, and a watchdog writes what
 was measured and exits at --time-box + 60 s. The JSON is rewritten after every stage.
@@ -42,20 +47,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-FORBIDDEN = ("prefect", "optuna", "great_expectations", "mlflow")
+FORBIDDEN = ("prefect", "optuna", "great_expectations", "mlflow", "pydantic_settings", "tasks.settings")
 N_FEATURES = 28
 
 
 def _prepare_process(repo: str, block: str | None) -> bool:
-    """Make this process (the driver, or a Dask worker through client.run) able to import the
-    trial engine as on the GPU machine; returns whether tasks.settings had to be stubbed.
-
-    tasks.trial_engine imports tasks.storage, which imports tasks.settings (pydantic-settings,
-    absent on the GPU machine) for S3 endpoint defaults only. Where pydantic-settings is missing,
-    a tasks.settings whose get_settings() fails loudly stands in: the engine never calls it for
-    local paths (the storage options are passed explicitly)."""
+    """Make this process (the driver, or a Dask worker through client.run) import tuneflow from
+    `repo`, and, with `block` (TUNEFLOW_GPU_BLOCK_IMPORTS, comma-separated top-level names), fail
+    any import of those modules, as on the GPU machine where they are not installed."""
     import sys as _sys
-    import types as _types
 
     if repo not in _sys.path:
         _sys.path.insert(0, repo)
@@ -71,28 +71,19 @@ def _prepare_process(repo: str, block: str | None) -> bool:
                 return None
 
         _sys.meta_path.insert(0, _Blocker())
-    if "tasks.settings" in _sys.modules:
-        return False
-    try:
-        import pydantic_settings  # noqa: F401
-
-        return False
-    except ImportError:
-        stub = _types.ModuleType("tasks.settings")
-
-        def get_settings():  # noqa: ANN202
-            raise RuntimeError("tasks.settings is stubbed by benchmarks/gpu.py (no pydantic-settings here)")
-
-        stub.get_settings = get_settings
-        _sys.modules["tasks.settings"] = stub
-        return True
+    return bool(block)
 
 
-def _import_engine() -> tuple[Any, bool]:
-    stubbed = _prepare_process(str(REPO), os.environ.get("TUNEFLOW_GPU_BLOCK_IMPORTS"))
-    import tasks.trial_engine as engine
+def _forbidden_loaded() -> list[str]:
+    return [m for m in FORBIDDEN if m in sys.modules]
 
-    return engine, stubbed
+
+def _warm_worker() -> int:
+    """The worker's one-time imports (the engine, xgboost, pandas), before any timed stage."""
+    from tasks.engine.resident import run_trial  # noqa: F401
+    from tasks.engine.training import gpu_count
+
+    return gpu_count()
 
 
 # ---------------------------------------------------------------- data
@@ -153,15 +144,15 @@ def configs(n: int, depth: int, seed: int = 0) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- the three methods
 
 
-def run_plain(engine: Any, manifest: dict[str, Any], cfgs: list[dict[str, Any]], a: argparse.Namespace) -> dict[str, Any]:
+def run_plain(manifest: dict[str, Any], cfgs: list[dict[str, Any]], a: argparse.Namespace) -> dict[str, Any]:
     """One QuantileDMatrix (train + valid), built once; the trials one after the other."""
     import xgboost as xgb
 
+    from tasks.engine.shards import load_split
+
     t0 = time.perf_counter()
-    X, y = engine.load_split(manifest, "train", {})
-    Xv, yv = engine.load_split(manifest, "valid", {})
-    X, _ = engine.to_matrix(X, manifest)
-    Xv, _ = engine.to_matrix(Xv, manifest)
+    X, y = load_split(manifest, "train", {})  # the engine's reader: the same float32 matrix it trains on
+    Xv, yv = load_split(manifest, "valid", {})
     if a.device.startswith("cuda"):
         import cupy
 
@@ -187,36 +178,36 @@ def run_plain(engine: Any, manifest: dict[str, Any], cfgs: list[dict[str, Any]],
             "total_s": round(t3 - t0, 3)}
 
 
-def run_tuneflow(engine: Any, client: Any, manifest: dict[str, Any], cfgs: list[dict[str, Any]], a: argparse.Namespace, in_flight: int) -> dict[str, Any]:
-    """The flow's trial-parallel path: client.submit(run_trial, spec) to the worker holding the data,
-    `in_flight` trials at a time (the flow's ask/tell loop keeps `parallelism` in flight)."""
+def run_tuneflow(client: Any, manifest: dict[str, Any], cfgs: list[dict[str, Any]], a: argparse.Namespace, in_flight: int) -> dict[str, Any]:
+    """The flow's trial-parallel path: client.submit(run_trial, request) to the worker holding the
+    data (what ResidentTrainer.run does), `in_flight` trials at a time (the flow's ask/tell loop
+    keeps `parallelism` in flight)."""
     from distributed import wait
 
+    from tasks.contracts import Device, Placement, trial_request
+    from tasks.engine.resident import run_trial
+
     nthread = None if a.device.startswith("cuda") else max(1, (os.cpu_count() or 1) // in_flight)
-    specs = [{
-        "manifest": manifest, "storage_options": {}, "device": a.device, "nthread": nthread, "placement": "trial",
-        "params": cfg, "num_boost_round": a.rounds, "early_stopping_rounds": a.rounds + 1,
-    } for cfg in cfgs]
+    template = trial_request(manifest, placement=Placement.TRIAL, device=Device(a.device), nthread=nthread,
+                             num_boost_round=a.rounds, early_stopping_rounds=a.rounds + 1)  # every round, no early stop
+    pending = [template.for_trial(i, cfg) for i, cfg in enumerate(cfgs)]
     results = []
     s = time.perf_counter()
-    pending = list(specs)
-    running = set()
+    running: set[Any] = set()
     while pending or running:
         while pending and len(running) < in_flight:
-            running.add(client.submit(engine.run_trial, pending.pop(0), pure=False))
-        done, running = wait(running, return_when="FIRST_COMPLETED")
-        running = set(running)
-        for f in done:
-            r = f.result()
-            r.pop("model_ubj", None)
-            results.append(r)
+            request = pending.pop(0)
+            running.add(client.submit(run_trial, request, pure=False, key=f"trial-{request.number}-{os.urandom(4).hex()}"))
+        done, not_done = wait(running, return_when="FIRST_COMPLETED")
+        running = set(not_done)
+        results += [f.result() for f in done]
     wall = time.perf_counter() - s
-    cold = sum(r["setup_seconds"] for r in results if not r["data_cache_hit"] or not r["matrix_cache_hit"])
+    cold = sum(r.setup_seconds for r in results if not r.data_cache_hit or not r.matrix_cache_hit)
     return {
         "in_flight": in_flight, "wall_s": round(wall, 3), "cold_setup_s": round(cold, 3), "wall_minus_cold_setup_s": round(wall - cold, 3),
-        "train_s": [r["train_seconds"] for r in results], "trial_s": [r["seconds"] for r in results],
-        "per_trial_mean_s": round(sum(r["seconds"] for r in results) / len(results), 3), "device": results[0]["device"],
-        "load_s": max(r["load_seconds"] for r in results), "rounds": results[0]["rounds"],
+        "train_s": [r.train_seconds for r in results], "trial_s": [r.seconds for r in results],
+        "per_trial_mean_s": round(sum(r.seconds for r in results) / len(results), 3), "device": results[0].device,
+        "load_s": max(r.load_seconds for r in results), "rounds": results[0].rounds,
     }
 
 
@@ -288,14 +279,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threading.Thread(target=watchdog, daemon=True).start()
     import platform
 
-    import numpy as np
     import xgboost as xgb
 
-    engine, result["settings_stubbed_here"] = _import_engine()
-    from tasks.cluster import dask_client
+    result["imports_blocked"] = _prepare_process(str(REPO), os.environ.get("TUNEFLOW_GPU_BLOCK_IMPORTS"))
+    result["forbidden_modules_checked"] = list(FORBIDDEN)
+    from tasks.engine.cluster import dask_client
+    from tasks.engine.resident import release_data
+    from tasks.engine.training import gpu_count
 
     result["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count(),
-                         "xgboost": xgb.__version__, "xgboost_cuda": bool(xgb.build_info().get("USE_CUDA")), "gpus": engine.gpu_count()}
+                         "xgboost": xgb.__version__, "xgboost_cuda": bool(xgb.build_info().get("USE_CUDA")), "gpus": gpu_count()}
     try:
         import subprocess
 
@@ -314,38 +307,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     save()
 
     print(f"[gpu] plain xgboost, {a.trials} trials x {a.rounds} rounds ...", flush=True)
-    result["stages"]["plain"] = run_plain(engine, manifest, cfgs, a)
+    result["stages"]["plain"] = run_plain(manifest, cfgs, a)
     save()
     import gc
 
     gc.collect()
 
     with dask_client(None, 1, a.device) as client:
-        # the workers: same import conditions as this process (settings stub; test-only import blocker)
-        stubbed = client.run(_prepare_process, str(REPO), os.environ.get("TUNEFLOW_GPU_BLOCK_IMPORTS"))
-        result["settings_stubbed_on_workers"] = sorted(set(stubbed.values()))
+        # the workers: same import conditions as this process (the test-only import blocker)
+        blocked = client.run(_prepare_process, str(REPO), os.environ.get("TUNEFLOW_GPU_BLOCK_IMPORTS"))
+        result["imports_blocked_on_workers"] = sorted(set(blocked.values()))
         result["cluster"] = {"workers": len(client.scheduler_info()["workers"]), "type": type(client.cluster).__name__ if client.cluster else None}
         # The worker's first task imports xgboost/pandas/the engine; plain XGBoost had them imported
         # already, so warm the worker first and report that one-time cost apart.
         s = time.perf_counter()
-        client.run(lambda: __import__("tasks.trial_engine").trial_engine.gpu_count())
+        client.run(_warm_worker)
         result["stages"]["worker_warmup"] = {"seconds": round(time.perf_counter() - s, 3)}
         for in_flight in (1, 2):
             if time.perf_counter() > deadline:
                 result["skipped"].append(f"tuneflow in_flight={in_flight}")
                 continue
             print(f"[gpu] tuneflow trial-parallel, {in_flight} in flight ...", flush=True)
-            result["stages"][f"tuneflow_{in_flight}"] = run_tuneflow(engine, client, manifest, cfgs, a, in_flight)
+            result["stages"][f"tuneflow_{in_flight}"] = run_tuneflow(client, manifest, cfgs, a, in_flight)
             save()
-        client.run(engine.release_data)
-        result["forbidden_modules_on_worker"] = next(iter(client.run(lambda: [m for m in FORBIDDEN if m in sys.modules]).values()))
+        client.run(release_data)
+        result["forbidden_modules_on_worker"] = next(iter(client.run(_forbidden_loaded).values()))
         if time.perf_counter() > deadline:
             result["skipped"].append("naive xgboost.dask")
         else:
             print(f"[gpu] naive xgboost.dask.train, {a.naive_trials} trials ...", flush=True)
             result["stages"]["naive_dask"] = run_naive(client, manifest, cfgs, a, deadline)
             save()
-    result["forbidden_modules_here"] = [m for m in FORBIDDEN if m in sys.modules]
+    result["forbidden_modules_here"] = _forbidden_loaded()
 
     st = result["stages"]
     summary: dict[str, Any] = {}

@@ -1,30 +1,37 @@
 """Per-trial orchestration overhead: 200 no-op trials through tuneflow, Optuna and Ray Tune.
 
-    .venv/bin/python benchmarks/overhead.py                  # 200 trials each, 2 in flight
-    .venv/bin/python benchmarks/overhead.py --trials 20 --tools tuneflow,optuna
+    .venv/bin/python benchmarks/overhead.py                  # 200 trials each, 2 in flight, every tool
+    .venv/bin/python benchmarks/overhead.py --trials 200 --tools tuneflow,optuna-journal --out-dir DIR
 
 tuneflow runs its real machinery: a Prefect @flow with the flow's ThreadPoolTaskRunner, a
-LocalCluster from tasks.cluster.dask_client, tasks.study.open_study (journal file, the flow's
-TPE sampler) and run_study, submitting the flow's own `trial_task` (Prefect task -> client.submit
-(run_trial) on a Dask worker -> model write -> tell) with spec {"noop": true}, and the flow's
-Leaderboard as the event listener. Optuna: study.optimize(n_jobs=2) with an objective that samples
-the same space and returns 0 (in-memory storage, Optuna's default; and a journal file, as
-tuneflow uses). Ray Tune: a function trainable that reports 0, 1 CPU per trial, 2 CPUs.
+LocalCluster from tasks.engine.cluster.dask_client, tasks.tuning.studies.open_study (journal file,
+the flow's TPE sampler) and tasks.tuning.loop.run_study, submitting the flow's own
+`flows.steps.trial_task` (Prefect task -> ResidentTrainer.run -> client.submit(run_trial) on a Dask
+worker -> model write -> tell) with `trial_request(manifest_stub, noop_value=0.0)`: the engine
+returns at once with an empty model, which trial_task writes like any other. The flow's
+`artifacts.Leaderboard` listens to the events. Optuna: study.optimize(n_jobs=2) with an objective
+that samples the same space and returns 0, on a journal file as tuneflow uses (`optuna-journal`)
+and in memory (`optuna`, Optuna's default). Ray Tune: a function trainable that reports 0, 1 CPU
+per trial, 2 CPUs.
 
 Per trial: latency (tuneflow/Optuna: ask -> tell, from the study's start/complete times; Ray:
-trial start -> complete, from a Tune callback) as median and mean; and wall / trials (throughput
-with 2 in flight). A breakdown of tuneflow's per-trial cost follows: each component timed alone,
-one at a time, in the same flow and cluster.
+trial start -> complete, from a Tune callback) as median and mean; wall / trials (throughput
+with 2 in flight); and the storage writes: every call of Optuna's JournalFileBackend.append_logs
+(one locked, fsync'd append to the journal file) and the operations it carried, counted in the
+process that runs the study (heartbeat writes included). A breakdown of tuneflow's per-trial cost
+follows: each component timed alone, one at a time, in the same flow and cluster; then one
+trial's path step by step.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
-import statistics
 import subprocess
 import sys
+import threading
 import time
 import types
 import uuid
@@ -35,15 +42,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 TOOLS = ("tuneflow", "optuna", "optuna-journal", "ray")
+TARGET_MS = 30.0  # issue 7: median latency per no-op trial at parallelism 2
 
 
-def _noop_with_model(spec: dict[str, Any]) -> dict[str, Any]:
-    """run_trial's no-op result plus an empty model (trial_task pops and writes "model_ubj")."""
-    from tasks.trial_engine import run_trial
+class JournalWrites:
+    """Counts the appends to Optuna journal files in this process while active (all threads):
+    calls of append_logs on JournalFileBackend or any journal backend class derived from
+    Optuna's (each one lock + write + fsync for the file backend) and the operations they carry,
+    by kind. A subclass calling its parent's append_logs counts once."""
 
-    result = run_trial(spec)
-    result.setdefault("model_ubj", b"")
-    return result
+    def __init__(self) -> None:
+        self.appends = 0
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+        self.inside = threading.local()
+        self.patched: list[tuple[type, Any]] = []
+
+    def __enter__(self) -> JournalWrites:
+        from optuna.storages.journal import BaseJournalBackend
+        from optuna.storages.journal._storage import JournalOperation
+
+        def wrapped(orig: Any) -> Any:
+            def append_logs(backend: Any, logs: list[dict[str, Any]]) -> None:
+                if getattr(self.inside, "on", False):
+                    return orig(backend, logs)
+                with self.lock:
+                    self.appends += 1
+                    for log in logs:
+                        self.ops[JournalOperation(log["op_code"]).name] += 1
+                self.inside.on = True
+                try:
+                    return orig(backend, logs)
+                finally:
+                    self.inside.on = False
+
+            return append_logs
+
+        todo = list(BaseJournalBackend.__subclasses__())
+        while todo:
+            cls = todo.pop()
+            todo += cls.__subclasses__()
+            if "append_logs" in cls.__dict__:
+                self.patched.append((cls, cls.__dict__["append_logs"]))
+                cls.append_logs = wrapped(cls.__dict__["append_logs"])
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for cls, orig in reversed(self.patched):
+            cls.append_logs = orig
+
+    def per_trial(self, trials: int) -> dict[str, Any]:
+        n = max(1, trials)
+        return {
+            "appends_total": self.appends, "appends_per_trial": round(self.appends / n, 2),
+            "ops_per_trial": round(sum(self.ops.values()) / n, 2),
+            "ops_by_kind_per_trial": {k: round(v / n, 2) for k, v in sorted(self.ops.items())},
+        }
 
 
 def _timeit(fn: Any, n: int) -> dict[str, float]:
@@ -55,6 +109,21 @@ def _timeit(fn: Any, n: int) -> dict[str, float]:
     return common.stats_ms(times)
 
 
+def _latencies(trials: list[Any]) -> list[float]:
+    return [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete]
+
+
+def manifest_stub(uri: str) -> dict[str, Any]:
+    """A DatasetManifest with no data: a no-op request never reads it."""
+    empty = {"rows": 0, "bytes": 0, "files": []}
+    return {
+        "format": "tuneflow.dataset/1", "name": "noop", "fingerprint": "noop", "uri": uri, "created_at": "", "target": "y",
+        "task": "binary", "features": [], "classes": ["0", "1"], "row_key": None, "split": {},
+        "splits": {"train": dict(empty), "valid": dict(empty), "test": dict(empty)}, "total_rows": 0, "total_bytes": 0,
+        "sources": [], "shard_code_version": "", "shard_seconds": 0.0,
+    }
+
+
 def run_tuneflow(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     home = common.fresh_home(work / f"home-{uuid.uuid4().hex[:8]}")
     import optuna
@@ -62,122 +131,136 @@ def run_tuneflow(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     from prefect.cache_policies import NONE as NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    import flows.tune_xgboost as ft
-    from tasks import search_space, study as tstudy
-    from tasks import storage as objstore
-    from tasks.cluster import dask_client
-    from tasks.trial_engine import run_trial
+    from flows import artifacts, steps
+    from tasks import objectstore
+    from tasks.contracts import Device, Placement, trial_request
+    from tasks.engine.cluster import dask_client
+    from tasks.engine.placement import ResidentTrainer
+    from tasks.tuning import search_space
+    from tasks.tuning.loop import run_study
+    from tasks.tuning.records import RESULT_ATTR, result_of
+    from tasks.tuning.results import model_path
+    from tasks.tuning.studies import open_study
 
-    patched = "model_ubj" not in run_trial({"noop": True})
-    if patched:  # see README: the no-op path of run_trial returns no model, which trial_task requires
-        ft.run_trial = _noop_with_model
+    store = str(home / "store")
+    storage_url = str(home / "optuna.journal")
+    template = trial_request(manifest_stub(objectstore.join(store, "datasets", "noop")), {}, placement=Placement.TRIAL, device=Device.CPU, noop_value=0.0)
 
-    @task(name="empty", cache_policy=NO_CACHE, **ft.RETRY)
-    def empty_task(number: int, params: dict, spec: dict, model_uri: str, timeout_s: float | None) -> dict:
+    @task(name="empty", cache_policy=NO_CACHE, **steps.RETRY)
+    def empty_task(number: int, request: Any, trainer: Any, model_uri: str, timeout_s: float | None) -> dict:
         return {"value": 0.0}
 
     @flow(name="tuneflow-overhead", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
     def overhead_flow() -> dict[str, Any]:
         out: dict[str, Any] = {}
-        storage_url = str(home / "optuna.journal")
-        store = str(home / "store")
-        with dask_client(None, a.parallelism, "cpu") as client:
-            spec = {"noop": True, "params": {}, "placement": "trial", "storage_options": {}, "device": "cpu"}
-            client.run(lambda: __import__("tasks.trial_engine"))  # workers import the engine before the clock starts
-            the_study = tstudy.open_study(storage_url, "overhead", "maximize", 0)
-            models = objstore.join(store, "studies", the_study.study_name, "models")
-            leaderboard = ft.Leaderboard("trial-leaderboard", "maximize")
-            with common.TreeMonitor(interval=0.5) as mon:
-                outcome = tstudy.run_study(
+        with dask_client(None, a.parallelism, Device.CPU) as client:
+            client.run(lambda: __import__("tasks.engine.resident"))  # workers import the engine before the clock starts
+            trainer = ResidentTrainer(client)
+
+            def submit_to(study_name: str) -> Any:
+                return lambda number, params: steps.trial_task.submit(
+                    number, template.for_trial(number, params), trainer, model_path(store, study_name, number), None,
+                )
+
+            the_study = open_study(storage_url, "overhead", "maximize", 0)
+            with common.TreeMonitor(interval=0.5) as mon, JournalWrites() as writes:
+                outcome = run_study(
                     the_study, search_space.DEFAULT_SPACE, n_trials=a.trials, timeout=None, parallelism=a.parallelism,
-                    submit=lambda number, params: ft.trial_task.submit(number, params, spec, objstore.join(models, f"trial-{number:05d}.ubj"), None),
-                    on_event=leaderboard,
+                    submit=submit_to(the_study.study_name), on_event=artifacts.Leaderboard("maximize"),
                 )
             trials = the_study.get_trials(deepcopy=False)
-            lat = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete]
-            worker = [t.user_attrs.get("seconds", 0.0) for t in trials]
+            lat = _latencies(trials)
             out.update({
                 "tune_s": round(outcome.seconds, 3), "trials": outcome.completed, "failed": outcome.failed,
                 "latency": common.stats_ms(lat), "latency_first5_ms": [round(x * 1000, 1) for x in lat[:5]],
-                "latency_last_50": common.stats_ms(lat[-50:]), "worker_body": common.stats_ms(worker), "monitor": mon.report(),
+                "latency_last_50": common.stats_ms(lat[-50:]), "worker_body": common.stats_ms([result_of(t).get("seconds", 0.0) for t in trials]),
+                "noop_results": sum(bool(result_of(t).get("noop")) for t in trials), "storage_writes": writes.per_trial(outcome.completed),
+                "monitor": mon.report(),
             })
 
             # Breakdown: each piece alone, sequentially, in this flow and cluster.
             n = a.breakdown_n
             b: dict[str, Any] = {}
-            side = tstudy.open_study(storage_url, "overhead-breakdown", "maximize", 0)
+            side = open_study(storage_url, "overhead-breakdown", "maximize", 0)
             side.add_trials([t for t in trials if t.state.name == "COMPLETE"])  # the same history as at the end of the run
             asked: list[Any] = []
+            info = {"noop": True, "seconds": 0.0, "model_uri": "x", "attempt": 1, "placement": "trial"}
 
             def ask() -> None:
                 t = side.ask()
-                t.set_user_attr(tstudy.RUN_ATTR, "x")
-                t.set_user_attr(tstudy.HEARTBEAT_ATTR, time.time())
                 search_space.suggest(t, search_space.DEFAULT_SPACE)
                 asked.append(t)
 
             def tell() -> None:
                 t = asked.pop()
-                for k, v in {"noop": True, "seconds": 0.0, "model_uri": "x", "attempt": 1, "placement": "trial"}.items():
-                    t.set_user_attr(k, v)
+                t.set_user_attr(RESULT_ATTR, info)
                 side.tell(t, 0.0)
-                tstudy._best(side)
 
-            b["ask + 2 user attrs + suggest (journal, TPE)"] = _timeit(ask, n)
-            b["5 user attrs + tell + best_trial (journal)"] = _timeit(tell, n)
-            rnd = tstudy.open_study(storage_url, "overhead-random", "maximize", 0)
+            request = template.for_trial(0, {})
+            b["ask + suggest (journal, TPE)"] = _timeit(ask, n)
+            b["result attr + tell (journal)"] = _timeit(tell, n)
+            rnd = open_study(storage_url, "overhead-random", "maximize", 0)
             rnd.sampler = optuna.samplers.RandomSampler(seed=0)
             b["ask + suggest with RandomSampler (journal)"] = _timeit(lambda: search_space.suggest(rnd.ask(), search_space.DEFAULT_SPACE), n)
-            b["Prefect task, empty body: submit().result()"] = _timeit(lambda: empty_task.submit(0, {}, spec, "x", None).result(), n)
-            b["Dask client.submit(run_trial noop).result()"] = _timeit(lambda: client.submit(run_trial, spec, pure=False).result(), n)
-            b["model write (write_bytes_atomic, 0 bytes)"] = _timeit(lambda: objstore.write_bytes_atomic(objstore.join(models, f"x-{uuid.uuid4().hex}.ubj"), b""), n)
+            b["Prefect task, empty body: submit().result()"] = _timeit(lambda: empty_task.submit(0, request, trainer, "x", None).result(), n)
+            b["Dask: ResidentTrainer.run(no-op request)"] = _timeit(lambda: trainer.run(request), n)
+            b["model write (write_bytes_atomic, 0 bytes)"] = _timeit(lambda: objectstore.write_bytes_atomic(objectstore.join(store, "x", f"{uuid.uuid4().hex}.ubj"), b""), n)
             b["trial_task end to end: submit().result()"] = _timeit(
-                lambda: ft.trial_task.submit(0, {}, spec, objstore.join(models, "x.ubj"), None).result(), n)
+                lambda: steps.trial_task.submit(0, request, trainer, objectstore.join(store, "x", "x.ubj"), None).result(), n)
             out["breakdown"] = b
             with common.TreeMonitor(interval=0.5) as mon2:
-                out["timeline"] = instrumented_pass(a, storage_url, models, spec, ft, tstudy, search_space, objstore)
+                out["timeline"] = instrumented_pass(a, storage_url, submit_to)
             out["timeline"]["other_processes_cores"] = mon2.report()["other_processes_cores"]
             if a.what_if:
-                out["what_if"] = what_if_passes(a, storage_url, models, spec, ft, tstudy, search_space, objstore)
+                out["what_if"] = what_if_passes(a, storage_url, submit_to)
         return out
 
     started = time.perf_counter()
     out = overhead_flow()
     out["total_s"] = round(time.perf_counter() - started, 2)
-    out["patched_noop_model"] = patched
     out["tool"] = "tuneflow"
-    out["how"] = f"Prefect flow + run_study + flow's trial_task on LocalCluster ({a.parallelism} workers), journal file"
+    out["how"] = f"Prefect flow + run_study + flow's trial_task (no-op request) on LocalCluster ({a.parallelism} workers), journal file"
     return out
 
 
-def instrumented_pass(a: argparse.Namespace, storage_url: str, models: str, spec: dict, ft: Any, tstudy: Any, search_space: Any, objstore: Any) -> dict[str, Any]:
+def instrumented_pass(a: argparse.Namespace, storage_url: str, submit_to: Any) -> dict[str, Any]:
     """A second no-op study, same machinery, with timestamps taken around each step of every trial
-    (main loop: ask, set_user_attr, suggest, submit, tell, best, events; Prefect thread: the trial
-    task's body; the future's completion). Only reads clocks: the steps themselves are unchanged."""
-    import collections
-    import concurrent.futures as cf
-    import threading
+    (ask, suggest, submit, the trial task's body, the future's completion, set_user_attr, tell,
+    events), on whichever thread runs it. Only reads clocks: the steps themselves are unchanged.
 
+    Time is summed per thread: the loop thread (the one that calls run_study), the heartbeat
+    thread, and the others (Prefect's task threads and the future callbacks, where the loop may
+    tell a finished trial)."""
     import optuna
+
+    from flows import artifacts, steps
+    from tasks.tuning import loop as loop_module
+    from tasks.tuning import search_space
+    from tasks.tuning.studies import open_study
 
     main = threading.get_ident()
     marks: dict[int, dict[str, float]] = collections.defaultdict(dict)
-    main_s: dict[str, float] = collections.defaultdict(float)
+    spent: dict[str, dict[str, float]] = {"loop": collections.defaultdict(float), "heartbeat": collections.defaultdict(float), "other": collections.defaultdict(float)}
     restore: list[tuple[Any, str, Any]] = []
     clock = time.perf_counter
+    lock = threading.Lock()
+
+    def bucket() -> str:
+        if threading.get_ident() == main:
+            return "loop"
+        return "heartbeat" if threading.current_thread().name == "tuneflow-heartbeat" else "other"
 
     def wrap(owner: Any, name: str, category: str, mark: Any = None) -> None:
         orig = getattr(owner, name)
 
         def timed(*args: Any, **kw: Any) -> Any:
-            if threading.get_ident() != main:
-                return orig(*args, **kw)
             start = clock()
             try:
                 res = orig(*args, **kw)
             finally:
                 end = clock()
-                main_s[category] += end - start
+                with lock:
+                    spent[bucket()][category] += end - start
             if mark:
                 mark(args, res, start, end)
             return res
@@ -195,10 +278,8 @@ def instrumented_pass(a: argparse.Namespace, storage_url: str, models: str, spec
     wrap(optuna.Study, "ask", "study.ask (sampler + new trial)", on_ask)
     wrap(optuna.Study, "tell", "study.tell", on_tell)
     wrap(optuna.trial.Trial, "set_user_attr", "trial.set_user_attr")
-    wrap(tstudy, "suggest", "suggest (7 params)")
-    wrap(tstudy, "_best", "best_trial after each trial")
-    wrap(cf, "wait", "waiting for a trial (idle)")
-    original_fn = ft.trial_task.fn
+    wrap(loop_module, "suggest", "suggest (7 params)")
+    original_fn = steps.trial_task.fn
 
     def body(number: int, *rest: Any) -> dict:
         marks[number]["body0"] = clock()
@@ -207,105 +288,102 @@ def instrumented_pass(a: argparse.Namespace, storage_url: str, models: str, spec
         finally:
             marks[number]["body1"] = clock()
 
-    ft.trial_task.fn = body
+    steps.trial_task.fn = body
+    the_study = open_study(storage_url, "overhead-instrumented", "maximize", 0)
+    submit_trial = submit_to(the_study.study_name)
 
     def submit(number: int, params: dict) -> Any:
         marks[number]["submit0"] = s = clock()
-        fut = ft.trial_task.submit(number, params, spec, objstore.join(models, f"t-{number:05d}.ubj"), None)
+        fut = submit_trial(number, params)
         marks[number]["submit1"] = e = clock()
-        main_s["trial_task.submit (in the loop)"] += e - s
+        spent["loop"]["trial_task.submit"] += e - s
+        # registered before the loop's own callback, so it runs first
         getattr(fut, "wrapped_future", fut).add_done_callback(lambda _: marks[number].__setitem__("done", clock()))
         return fut
 
-    leaderboard = ft.Leaderboard("trial-leaderboard-instrumented", "maximize")
+    leaderboard = artifacts.Leaderboard("maximize")
 
     def on_event(event: Any) -> None:
         s = clock()
         leaderboard(event)
-        main_s["on_event (progress + leaderboard artifact)"] += clock() - s
+        with lock:
+            spent[bucket()]["on_event (progress + leaderboard artifact)"] += clock() - s
 
-    the_study = tstudy.open_study(storage_url, "overhead-instrumented", "maximize", 0)
     try:
         started = clock()
-        outcome = tstudy.run_study(the_study, search_space.DEFAULT_SPACE, n_trials=a.trials, timeout=None, parallelism=a.parallelism,
-                                   submit=submit, on_event=on_event)
+        outcome = loop_module.run_study(the_study, search_space.DEFAULT_SPACE, n_trials=a.trials, timeout=None, parallelism=a.parallelism,
+                                        submit=submit, on_event=on_event)
         wall = clock() - started
     finally:
-        ft.trial_task.fn = original_fn
+        steps.trial_task.fn = original_fn
         for owner, name, orig in reversed(restore):
             setattr(owner, name, orig)
-    steps = {
-        "ask": ("ask0", "ask1"), "2 user attrs + suggest": ("ask1", "submit0"), "Prefect: submit -> task body starts": ("submit0", "body0"),
-        "task body: Dask submit/result + model write": ("body0", "body1"), "Prefect: body ends -> future done": ("body1", "done"),
-        "result -> tell starts (info attrs; loop busy)": ("done", "tell0"), "tell": ("tell0", "tell1"),
+    steps_ = {
+        "ask": ("ask0", "ask1"), "suggest": ("ask1", "submit0"), "Prefect: submit -> task body starts": ("submit0", "body0"),
+        "task body: Dask round trip + model write": ("body0", "body1"), "Prefect: body ends -> future done": ("body1", "done"),
+        "future done -> tell starts (result attr)": ("done", "tell0"), "tell": ("tell0", "tell1"),
     }
     per_step = {}
     full = [m for m in marks.values() if all(k in m for k in ("ask0", "submit0", "body0", "body1", "done", "tell0", "tell1"))]
-    for label, (x, y) in steps.items():
+    for label, (x, y) in steps_.items():
         per_step[label] = common.stats_ms([m[y] - m[x] for m in full])
     per_step["latency ask -> tell done"] = common.stats_ms([m["tell1"] - m["ask0"] for m in full])
     n = max(1, outcome.completed)
-    busy = {k: round(1000 * v / n, 2) for k, v in sorted(main_s.items(), key=lambda kv: -kv[1])}
-    busy["main loop total, excluding waiting"] = round(sum(v for k, v in busy.items() if not k.startswith("waiting")), 2)
-    return {"trials": outcome.completed, "wall_s": round(wall, 3), "wall_per_trial_ms": round(1000 * wall / n, 2),
-            "per_trial_steps": per_step, "main_loop_ms_per_trial": busy}
+
+    def per_trial(d: dict[str, float]) -> dict[str, float]:
+        return {k: round(1000 * v / n, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
+
+    busy = per_trial(spent["loop"])
+    busy["main loop total, excluding waiting"] = round(sum(busy.values()), 2)
+    busy["waiting and the rest of the loop"] = round(1000 * wall / n - busy["main loop total, excluding waiting"], 2)
+    return {"trials": outcome.completed, "timed_trials": len(full), "wall_s": round(wall, 3), "wall_per_trial_ms": round(1000 * wall / n, 2),
+            "per_trial_steps": per_step, "main_loop_ms_per_trial": busy,
+            "other_threads_ms_per_trial": per_trial(spent["other"]), "heartbeat_ms_per_trial": per_trial(spent["heartbeat"])}
 
 
-def what_if_passes(a: argparse.Namespace, storage_url: str, models: str, spec: dict, ft: Any, tstudy: Any, search_space: Any, objstore: Any) -> list[dict[str, Any]]:
-    """The same no-op study again with one thing changed at a time, to size each fix:
-    Optuna storage in memory instead of the journal file (upper bound of what fewer/cheaper
-    storage writes can save); Python's thread switch interval 0.5 ms instead of 5 ms (the flow
-    thread, Prefect's worker threads, Dask's client and in-process scheduler share one GIL)."""
+def what_if_passes(a: argparse.Namespace, storage_url: str, submit_to: Any) -> list[dict[str, Any]]:
+    """The same no-op study again with one thing changed at a time, to size what is left:
+    journal appends without fsync; Optuna storage in memory instead of the journal file (upper
+    bound of what fewer/cheaper storage writes can save); Python's thread switch interval 0.5 ms
+    instead of 5 ms (the flow thread, Prefect's worker threads, Dask's client and in-process
+    scheduler share one GIL)."""
     import optuna
-
-    rows = []
-    import threading
-
     import optuna.storages.journal._file as journal_file
 
-    variants = [  # label, storage (journal | nosync | memory), switch interval, fewer attr writes
-        ("as is (journal file, switch interval 5 ms)", "journal", None, False),
-        ("1 user-attr write per trial instead of 7", "journal", None, True),
-        ("journal appends without fsync", "nosync", None, False),
-        ("Optuna storage in memory", "memory", None, False),
-        ("switch interval 0.5 ms", "journal", 0.0005, False),
-        ("no fsync + 1 attr write + switch interval 0.5 ms", "nosync", 0.0005, True),
-        ("in memory + switch interval 0.5 ms", "memory", 0.0005, False),
+    from flows import artifacts
+    from tasks.tuning import search_space
+    from tasks.tuning.loop import run_study
+    from tasks.tuning.studies import open_study
+
+    variants = [  # label, storage (journal | nosync | memory), switch interval
+        ("as is (journal file, switch interval 5 ms)", "journal", None),
+        ("journal appends without fsync", "nosync", None),
+        ("Optuna storage in memory", "memory", None),
+        ("switch interval 0.5 ms", "journal", 0.0005),
+        ("in memory + switch interval 0.5 ms", "memory", 0.0005),
     ]
-    real_fsync = journal_file.os.fsync
-    main = threading.get_ident()
-    original_set = optuna.trial.Trial.set_user_attr
-
-    def one_write(self: Any, key: str, value: Any) -> None:
-        # the loop's writes: the 2 at ask dropped (the heartbeat thread still beats), the result's
-        # keys stand for one combined write (model_uri is written, the rest skipped)
-        if threading.get_ident() != main or key == "model_uri":
-            original_set(self, key, value)
-
-    for i, (label, storage, switch, fewer) in enumerate(variants):
+    rows = []
+    for i, (label, storage, switch) in enumerate(variants):
         old = sys.getswitchinterval()
         if switch:
             sys.setswitchinterval(switch)
-        if fewer:
-            optuna.trial.Trial.set_user_attr = one_write
         if storage == "nosync":  # optuna's journal module sees an os whose fsync does nothing
             journal_file.os = types.SimpleNamespace(**{**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")}, "fsync": lambda fd: None})
         try:
             if storage != "memory":
-                st = tstudy.open_study(storage_url, f"overhead-whatif-{i}", "maximize", 0)
+                st = open_study(storage_url, f"overhead-whatif-{i}", "maximize", 0)
             else:
-                st = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=8, multivariate=True))
+                st = optuna.create_study(study_name=f"overhead-whatif-{i}", direction="maximize",
+                                         sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=8, multivariate=True))
             with common.TreeMonitor(interval=0.5) as mon:
-                outcome = tstudy.run_study(
+                outcome = run_study(
                     st, search_space.DEFAULT_SPACE, n_trials=a.trials, timeout=None, parallelism=a.parallelism,
-                    submit=lambda number, params: ft.trial_task.submit(number, params, spec, objstore.join(models, f"w-{number:05d}.ubj"), None),
-                    on_event=ft.Leaderboard(f"trial-leaderboard-whatif-{i}", "maximize"),
+                    submit=submit_to(st.study_name), on_event=artifacts.Leaderboard("maximize"),
                 )
         finally:
             sys.setswitchinterval(old)
-            optuna.trial.Trial.set_user_attr = original_set
             journal_file.os = os
-        lat = [(t.datetime_complete - t.datetime_start).total_seconds() for t in st.get_trials(deepcopy=False) if t.datetime_complete]
+        lat = _latencies(st.get_trials(deepcopy=False))
         rows.append({"variant": label, "trials": outcome.completed, "wall_per_trial_ms": round(1000 * outcome.seconds / max(1, outcome.completed), 2),
                      **{f"latency_{k}": v for k, v in common.stats_ms(lat).items()}, "other_processes_cores": mon.report()["other_processes_cores"]})
     return rows
@@ -314,11 +392,11 @@ def what_if_passes(a: argparse.Namespace, storage_url: str, models: str, spec: d
 def run_optuna(a: argparse.Namespace, work: Path, journal: bool) -> dict[str, Any]:
     import optuna
 
-    from tasks.search_space import DEFAULT_SPACE, suggest
+    from tasks.tuning.search_space import DEFAULT_SPACE, suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = None
-    if journal:
+    if journal:  # the same storage as tuneflow's default: Optuna's JournalFileBackend
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -329,14 +407,14 @@ def run_optuna(a: argparse.Namespace, work: Path, journal: bool) -> dict[str, An
         return 0.0
 
     study = optuna.create_study(direction="maximize", storage=storage)
-    with common.TreeMonitor(interval=0.5) as mon:
+    with common.TreeMonitor(interval=0.5) as mon, JournalWrites() as writes:
         s = time.perf_counter()
         study.optimize(objective, n_trials=a.trials, n_jobs=a.parallelism)
         wall = time.perf_counter() - s
-    lat = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
     return {
         "tool": "optuna-journal" if journal else "optuna", "how": f"study.optimize(n_jobs={a.parallelism}), {'journal file' if journal else 'in-memory'} storage, TPE",
-        "tune_s": round(wall, 3), "total_s": round(wall, 3), "trials": len(study.trials), "latency": common.stats_ms(lat), "monitor": mon.report(),
+        "tune_s": round(wall, 3), "total_s": round(wall, 3), "trials": len(study.trials), "latency": common.stats_ms(_latencies(study.trials)),
+        "storage_writes": writes.per_trial(len(study.trials)) if journal else None, "monitor": mon.report(),
     }
 
 
@@ -372,28 +450,61 @@ def run_ray(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         ray.shutdown()
     return {
         "tool": "ray", "how": f"Tuner(function trainable reporting 0, cpu=1), max_concurrent_trials={a.parallelism}",
-        "tune_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3), "trials": len(results), "latency": common.stats_ms(lat), "monitor": mon.report(),
+        "tune_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3), "trials": len(results), "latency": common.stats_ms(lat),
+        "storage_writes": None, "monitor": mon.report(),
     }
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    by = {r["tool"]: r for r in rows}
+    tf = by.get("tuneflow")
+    if not tf:
+        return {}
+    s: dict[str, Any] = {
+        "tuneflow_median_ms": tf["latency"]["median_ms"], "tuneflow_mean_ms": tf["latency"]["mean_ms"],
+        "tuneflow_wall_per_trial_ms": round(1000 * tf["tune_s"] / max(1, tf["trials"]), 2),
+        "tuneflow_appends_per_trial": tf["storage_writes"]["appends_per_trial"],
+        "target_ms": TARGET_MS, "target_met": tf["latency"]["median_ms"] <= TARGET_MS,
+    }
+    oj = by.get("optuna-journal")
+    if oj:
+        s["optuna_journal_median_ms"] = oj["latency"]["median_ms"]
+        s["optuna_journal_appends_per_trial"] = oj["storage_writes"]["appends_per_trial"]
+        s["tuneflow_over_optuna_journal_median"] = round(tf["latency"]["median_ms"] / oj["latency"]["median_ms"], 2) if oj["latency"]["median_ms"] else None
+    return s
 
 
 def markdown(result: dict[str, Any]) -> str:
     rows = []
     for r in result["tools"]:
+        w = r.get("storage_writes") or {}
         rows.append({
             "tool": r["tool"], "how": r["how"], "trials": r["trials"], "wall s": r["tune_s"],
             "wall/trial ms": round(1000 * r["tune_s"] / max(1, r["trials"]), 2),
             "latency median ms": r["latency"]["median_ms"], "latency mean ms": r["latency"]["mean_ms"],
-            "latency p90 ms": r["latency"]["p90_ms"], "other CPU (cores)": r["monitor"]["other_processes_cores"],
+            "latency p90 ms": r["latency"]["p90_ms"], "journal appends/trial": w.get("appends_per_trial"),
+            "journal ops/trial": w.get("ops_per_trial"), "other CPU (cores)": r["monitor"]["other_processes_cores"],
         })
     text = common.header("Per-trial overhead, no-op trials", result["command"], result)
     text += common.md_table(rows)
     s = result.get("summary", {})
     if "tuneflow_median_ms" in s:
         text += (
-            f"\ntuneflow median latency per no-op trial: **{s['tuneflow_median_ms']} ms** (target < 30 ms: "
+            f"\ntuneflow median latency per no-op trial: **{s['tuneflow_median_ms']} ms** (target ≤ {s['target_ms']:g} ms: "
             f"{'met' if s['target_met'] else 'NOT met'}); wall per trial with {result['params']['parallelism']} in flight: "
-            f"{s['tuneflow_wall_per_trial_ms']} ms.\n"
+            f"{s['tuneflow_wall_per_trial_ms']} ms; {s['tuneflow_appends_per_trial']} journal appends per trial."
         )
+        if "optuna_journal_median_ms" in s:
+            text += (
+                f" Optuna's optimize(n_jobs={result['params']['parallelism']}) on the same journal storage: {s['optuna_journal_median_ms']} ms, "
+                f"{s['optuna_journal_appends_per_trial']} appends per trial; tuneflow / Optuna = **{s['tuneflow_over_optuna_journal_median']}**."
+            )
+        text += "\n"
+    kinds = [(r["tool"], r["storage_writes"]["ops_by_kind_per_trial"]) for r in result["tools"] if r.get("storage_writes")]
+    if kinds:
+        text += "\nJournal operations per trial, by kind (one append can carry several; heartbeats included):\n\n"
+        names = sorted({k for _, by in kinds for k in by})
+        text += common.md_table([{"tool": tool, **{k: by.get(k, 0) for k in names}} for tool, by in kinds], ["tool", *names])
     tf = next((r for r in result["tools"] if r["tool"] == "tuneflow"), None)
     if tf and tf.get("breakdown"):
         text += "\ntuneflow per-trial components, each timed alone (sequential, same flow and cluster):\n\n"
@@ -405,8 +516,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"wall per trial {tl['wall_per_trial_ms']} ms; other CPU {tl.get('other_processes_cores')} cores):\n\n"
         )
         text += common.md_table([{"step": k, **v} for k, v in tl["per_trial_steps"].items()])
-        text += "\nThe flow thread's own work per trial (ms; it serves both slots, so it bounds throughput):\n\n"
+        text += "\nThe loop thread's own work per trial (ms; it serves both slots, so it bounds throughput):\n\n"
         text += common.md_table([{"in the flow's ask/tell loop": k, "ms per trial": v} for k, v in tl["main_loop_ms_per_trial"].items()])
+        others = {**{f"{k} (task threads, callbacks)": v for k, v in tl.get("other_threads_ms_per_trial", {}).items()},
+                  **{f"{k} (heartbeat thread)": v for k, v in tl.get("heartbeat_ms_per_trial", {}).items()}}
+        if others:
+            text += "\nThe same calls on the other threads of the flow process (ms per trial):\n\n"
+            text += common.md_table([{"elsewhere in the flow process": k, "ms per trial": v} for k, v in others.items()])
     if tf and tf.get("what_if"):
         text += "\nWhat-if runs (the same no-op study, one change at a time, same process):\n\n"
         text += common.md_table(tf["what_if"])
@@ -418,11 +534,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--parallelism", type=int, default=2)
     p.add_argument("--breakdown-n", type=int, default=50)
-    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, some of {','.join(TOOLS)}")
     p.add_argument("--out-dir", type=Path, default=common.RESULTS)
     p.add_argument("--name", default="overhead")
     p.add_argument("--work", type=Path, default=common.WORK / "overhead")
-    p.add_argument("--what-if", action="store_true", help="tuneflow: also rerun the no-op study with the storage in memory / a shorter GIL switch interval")
+    p.add_argument("--what-if", action="store_true", help="tuneflow: also rerun the no-op study without fsync / in memory / a shorter GIL switch interval")
     p.add_argument("--render", action="store_true", help="rewrite <name>.md from <name>.json and stop")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -440,13 +556,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a.child_out.write_text(json.dumps(row, default=str))
         return row
 
+    tools = [t for t in a.tools.split(",") if t]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        raise SystemExit(f"unknown tool(s) {unknown}; choose from {TOOLS}")
     result: dict[str, Any] = {"benchmark": "overhead", "machine": common.machine(), "command": ("python benchmarks/overhead.py " + " ".join(args)).strip()}
     result["params"] = {"trials": a.trials, "parallelism": a.parallelism, "breakdown_n": a.breakdown_n}
     result["versions"] = common.versions("prefect", "optuna", "dask", "distributed", "ray")
     rows = []
-    for tool in [t for t in a.tools.split(",") if t]:
-        if tool not in TOOLS:
-            raise SystemExit(f"unknown tool {tool}; choose from {TOOLS}")
+    for tool in tools:
         out, log = a.work / f"row-{tool}.json", a.work / f"{tool}.log"
         out.unlink(missing_ok=True)
         print(f"[overhead] {tool} ... (log {log})", flush=True)
@@ -455,17 +573,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if rc != 0 or not out.exists():
             raise SystemExit(f"[overhead] {tool} failed (exit {rc}); see {log}:\n" + log.read_text()[-3000:])
         row = json.loads(out.read_text())
-        print(f"[overhead] {tool}: median {row['latency']['median_ms']} ms, wall/trial {1000 * row['tune_s'] / max(1, row['trials']):.1f} ms", flush=True)
+        writes = (row.get("storage_writes") or {}).get("appends_per_trial")
+        print(f"[overhead] {tool}: median {row['latency']['median_ms']} ms, wall/trial {1000 * row['tune_s'] / max(1, row['trials']):.1f} ms"
+              + (f", {writes} journal appends/trial" if writes is not None else ""), flush=True)
         rows.append(row)
     result["tools"] = rows
-    tf = next((r for r in rows if r["tool"] == "tuneflow"), None)
-    if tf:
-        result["summary"] = {
-            "tuneflow_median_ms": tf["latency"]["median_ms"], "tuneflow_mean_ms": tf["latency"]["mean_ms"],
-            "tuneflow_wall_per_trial_ms": round(1000 * tf["tune_s"] / max(1, tf["trials"]), 2),
-            "target_ms": 30, "target_met": tf["latency"]["median_ms"] < 30,
-        }
-    common.write_results(a.name, result, markdown(result), a.out_dir)
+    result["summary"] = summarize(rows)
+    s = result["summary"]
+    if "tuneflow_over_optuna_journal_median" in s:
+        print(f"[overhead] median latency: tuneflow {s['tuneflow_median_ms']} ms, optuna-journal {s['optuna_journal_median_ms']} ms, "
+              f"ratio {s['tuneflow_over_optuna_journal_median']}", flush=True)
+    paths = common.write_results(a.name, result, markdown(result), a.out_dir)
+    print(f"[overhead] wrote {paths[0]} and {paths[1]}", flush=True)
     return result
 
 

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
-from typing import Optional
+from typing import Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from tasks.contracts import DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, Device, Placement, Task
+
 # Prefect's temporary server phones home on a timer and logs a traceback when SQLite is busy.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+if not os.environ.get("PREFECT_API_URL"):
+    # A first start migrates a new database, which can pass Prefect's 20 s default on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # The run's own temporary server records this run and nothing else: its schedulers and
+    # housekeeping loops would only take CPU from the trials on a small machine.
+    for service in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "REPOSSESSOR", "DB_VACUUM", "CLEANUP_RECONCILER", "TRIGGERS"):
+        os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{service}_ENABLED", "false")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed XGBoost hyperparameter tuning: validate, shard, tune, register.")
 console = Console(stderr=True)
+E = TypeVar("E", bound=enum.Enum)
 
 
 @app.callback()
@@ -28,39 +39,39 @@ def main() -> None:
 def run(
     data: str = typer.Option(..., "--data", help="CSV/Parquet file, glob or folder/prefix (local, file:// or s3://)."),
     target: str = typer.Option(..., "--target", help="The column to predict."),
-    task: str = typer.Option("binary", "--task", help="binary | multiclass | regression."),
+    task: str = typer.Option(Task.BINARY.value, "--task", help="binary | multiclass | regression."),
     metric: Optional[str] = typer.Option(None, "--metric", help="XGBoost eval metric (default: auc / mlogloss / rmse)."),
-    n_trials: Optional[int] = typer.Option(20, "--n-trials", help="Trials to reach in the study (resumed studies count what they have)."),
+    n_trials: Optional[int] = typer.Option(DEFAULT_N_TRIALS, "--n-trials", help="Trials to reach in the study (resumed studies count what they have)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
-    parallelism: int = typer.Option(2, "--parallelism", help="Trials in flight at once."),
+    parallelism: int = typer.Option(DEFAULT_PARALLELISM, "--parallelism", help="Trials in flight at once."),
     space: Optional[str] = typer.Option(None, "--space", help="Search-space YAML/JSON (default: tuneflow's XGBoost space)."),
     expectations: Optional[str] = typer.Option(None, "--expectations", help="Expectations YAML/JSON for validation."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: journal file, sqlite:///FILE or postgresql://..."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna study storage: journal file, sqlite:///FILE or postgresql://..."),
     store: Optional[str] = typer.Option(None, "--store", help="Object store root for shards and models (folder or s3://bucket/prefix)."),
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Dask scheduler (tcp://HOST:8786); default: a LocalCluster."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    placement: str = typer.Option("auto", "--placement", help="auto | trial (data resident per worker) | data (xgboost.dask over all workers)."),
+    device: str = typer.Option(Device.AUTO.value, "--device", help="auto | cpu | cuda."),
+    placement: str = typer.Option(Placement.AUTO.value, "--placement", help="auto | trial (data resident per worker) | data (xgboost.dask over all workers)."),
     enqueue: Optional[str] = typer.Option(None, "--enqueue", help="YAML/JSON list of configurations to try first."),
     seed: int = typer.Option(0, "--seed", help="Seeds the split and the sampler."),
     row_key: Optional[str] = typer.Option(None, "--row-key", help="ID column: split by its hash and leave it out of the features."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Continue or name a study (default: from data, task, metric, space)."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="MLflow registered model name (default: tuneflow-<dataset>)."),
-    max_rounds: int = typer.Option(500, "--max-rounds", help="Boosting rounds at most per trial."),
-    early_stopping_rounds: int = typer.Option(30, "--early-stopping-rounds"),
+    max_rounds: int = typer.Option(DEFAULT_MAX_ROUNDS, "--max-rounds", help="Boosting rounds at most per trial."),
+    early_stopping_rounds: int = typer.Option(DEFAULT_EARLY_STOPPING_ROUNDS, "--early-stopping-rounds"),
 ) -> None:
     """Tune XGBoost on DATA for TARGET and register the best model."""
-    from tasks.errors import DataValidationError, TuneflowError
+    from tasks.errors import TuneflowError
     from tasks.plan import plan_run
 
     try:
+        chosen_device, chosen_placement = _choice(Device, device, "--device"), _choice(Placement, placement, "--placement")
+        # Checked here, before the temporary Prefect server starts; the flow reuses this plan.
         plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
-        if placement not in ("auto", "trial", "data") or device not in ("auto", "cpu", "cuda"):
-            raise TuneflowError(f"Bad --placement {placement!r} or --device {device!r}.", "use --placement auto|trial|data and --device auto|cpu|cuda.")
     except TuneflowError as exc:
         _fail(exc)
 
+    from flows import progress as progress_events
     from flows.tune_xgboost import tune_xgboost
-    from tasks import progress as progress_events
     from tasks.settings import get_settings
 
     display = Progress(
@@ -79,12 +90,10 @@ def run(
             result = tune_xgboost(
                 data=data, target=target, task=task, metric=metric, n_trials=n_trials, timeout=timeout,
                 parallelism=parallelism, space=space, expectations=expectations, storage=storage, store=store,
-                dask_address=dask_address, device=device, placement=placement, enqueue=enqueue, seed=seed, row_key=row_key, study_name=study_name,
-                model_name=model_name, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
+                dask_address=dask_address, device=chosen_device, placement=chosen_placement, enqueue=enqueue, seed=seed, row_key=row_key,
+                study_name=study_name, model_name=model_name, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
             )
-    except DataValidationError as exc:
-        _fail(exc)
-    except TuneflowError as exc:
+    except TuneflowError as exc:  # DataValidationError included
         _fail(exc)
     finally:
         unsubscribe()
@@ -101,6 +110,16 @@ def run(
     out.print(f"report: {result['report_uri']}")
     out.print(f"MLflow UI:  mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")
     out.print("Prefect UI: prefect server start   (then open http://127.0.0.1:4200)")
+
+
+def _choice(kind: type[E], value: str, option: str) -> E:
+    """`value` as a member of `kind`, or one clear error naming the choices."""
+    from tasks.errors import TuneflowError
+
+    try:
+        return kind(value)
+    except ValueError:
+        raise TuneflowError(f"Bad {option} {value!r}.", f"use {option} {'|'.join(m.value for m in kind)}.") from None
 
 
 def _fail(exc: Exception) -> None:

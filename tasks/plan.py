@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from tasks import dataset, search_space, shard, storage, validate
+from tasks import objectstore
+from tasks.contracts import RunPlan
+from tasks.data import inputs, shard
 from tasks.errors import TuneflowError
 from tasks.problem import check_task, resolve_metric
+from tasks.tuning import search_space
+from tasks.validation import load_expectations
 
-
-@dataclass(frozen=True)
-class RunPlan:
-    data: str
-    target: str
-    task: str
-    metric: str
-    direction: str
-    space: dict[str, Any]
-    expectations: dict[str, Any]
-    files: list[dict[str, Any]]
-    schema: dict[str, Any]
-    name: str
-    fingerprint: str
-    data_options: dict[str, Any]
-    enqueue: list[dict[str, Any]]
+# The CLI plans before it starts Prefect (bad input fails in a second), then the flow is called
+# with the same arguments: it reuses that plan, after checking that the inputs are still the same
+# files, instead of reading the sample and the space/expectation files twice.
+_last: tuple[tuple[Any, ...], RunPlan] | None = None
 
 
 def plan_run(
@@ -42,6 +33,19 @@ def plan_run(
     enqueue: str | None = None,
 ) -> RunPlan:
     """Cheap checks (arguments, files, header, target column) so bad input fails in seconds."""
+    global _last
+    key = (data, target, str(task), metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
+    if _last is not None and _last[0] == key and inputs.expand_inputs(data, _last[1].data_options) == _last[1].files:
+        return _last[1]
+    plan = _plan(*key)
+    _last = (key, plan)
+    return plan
+
+
+def _plan(
+    data: str, target: str, task: str, metric: str | None, space: str | None, expectations: str | None, seed: int,
+    row_key: str | None, n_trials: int | None, timeout: float | None, parallelism: int, enqueue: str | None,
+) -> RunPlan:
     check_task(task)
     metric, direction = resolve_metric(task, metric)
     if n_trials is None and timeout is None:
@@ -53,10 +57,10 @@ def plan_run(
         )
     space_def = search_space.load_space(space)
     configs = search_space.load_configs(enqueue)
-    user_expectations = validate.load_expectations(expectations)
-    data_options = storage.storage_options_for(data)
-    files = storage.expand_inputs(data, data_options)
-    schema = dataset.infer_schema(files, target, task, data_options)
+    user_expectations = load_expectations(expectations)
+    data_options = objectstore.storage_options_for(data)
+    files = inputs.expand_inputs(data, data_options)
+    schema = inputs.infer_schema(files, target, task, data_options)
     if task == "regression" and schema["columns"][target]["kind"] != "numeric":
         raise TuneflowError(
             f"Target '{target}' is not numeric, so it cannot be a regression target.",

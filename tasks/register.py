@@ -52,7 +52,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.types.schema import ColSpec, Schema, TensorSpec  # noqa: E402
 
 from tasks.errors import TuneflowError  # noqa: E402
-from tasks.trial_engine import to_matrix  # noqa: E402
+from tasks.contracts import DatasetManifest, RegisteredModel  # noqa: E402
+from tasks.engine.encoding import encode_features, feature_names  # noqa: E402
+from tasks.engine.resident import predict_matrix  # noqa: E402
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -117,17 +119,14 @@ def is_better(new: float, old: float, direction: str) -> bool:
     return new > old if direction == "maximize" else new < old
 
 
-def encoded_features(df: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+def encoded_features(df: pd.DataFrame, manifest: DatasetManifest) -> pd.DataFrame:
     """The model's input frame: float32 columns, categoricals as codes in the manifest's order."""
-    matrix, _ = _encode(df, manifest)
-    return pd.DataFrame(matrix, columns=[f["name"] for f in manifest["features"]], index=df.index)
+    return pd.DataFrame(_encode(df, manifest), columns=feature_names(manifest["features"]), index=df.index)
 
 
-def predict_frame(booster: xgb.Booster, df: pd.DataFrame, manifest: dict[str, Any]) -> np.ndarray:
+def predict_frame(booster: xgb.Booster, df: pd.DataFrame, manifest: DatasetManifest) -> np.ndarray:
     """Predictions (probabilities for classification) for a raw-feature or encoded frame."""
-    matrix, types = _encode(df, manifest)
-    dm = xgb.DMatrix(matrix, feature_names=[f["name"] for f in manifest["features"]], feature_types=types, enable_categorical=True)
-    return booster.predict(dm)
+    return predict_matrix(booster, _encode(df, manifest), manifest)
 
 
 def load_registered_booster(model_uri: str, tracking_uri: str) -> xgb.Booster:
@@ -221,25 +220,12 @@ def register_best_model(
     }
 
 
-def _encode(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
-    """Raw (strings/categories) or already-encoded (numeric codes) columns -> to_matrix's encoding."""
+def _encode(df: pd.DataFrame, manifest: DatasetManifest) -> np.ndarray:
+    """Raw (strings/categories) or already-encoded (numeric codes) columns -> the training encoding."""
     missing = [f["name"] for f in manifest["features"] if f["name"] not in df.columns]
     if missing:
         raise TuneflowError(f"The frame lacks feature columns {missing}.", "pass every feature column the model was trained on.")
-    cols = {}
-    for feat in manifest["features"]:
-        col = df[feat["name"]]
-        if feat["kind"] == "categorical":
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-                # Raw categorical columns are never numeric (the schema makes numbers numeric
-                # features), so numbers here are codes from encoded_features.
-                codes = col.to_numpy(dtype=np.float64, na_value=np.nan)
-                col = pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype(np.int64), categories=feat["categories"])
-            else:
-                # Same rule as the shards: unknown categories become missing, order is the manifest's.
-                col = pd.Categorical(col.astype("string"), categories=feat["categories"])
-        cols[feat["name"]] = col
-    return to_matrix(pd.DataFrame(cols, index=df.index), manifest)
+    return encode_features(df, manifest["features"])
 
 
 def _signature(booster: xgb.Booster, manifest: dict[str, Any], example: pd.DataFrame | None) -> ModelSignature:

@@ -1,9 +1,12 @@
-"""Where tuneflow keeps things, from TUNEFLOW_* environment variables (run parameters override)."""
+"""Where tuneflow keeps things: run parameters, else TUNEFLOW_* environment variables, else the
+embedded defaults under TUNEFLOW_HOME. Resolved in one place, once per run."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,7 +18,7 @@ class Settings(BaseSettings):
 
     home: Path = Path(".tuneflow")
     store: str | None = None  # object store root: local folder, file:// or s3://bucket/prefix
-    storage: str | None = None  # Optuna storage: journal file path, sqlite:///, postgresql://
+    storage: str | None = None  # Optuna study storage: journal file path, sqlite:///, postgresql://
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
     dask_address: str | None = None
@@ -42,3 +45,30 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+@dataclass(frozen=True)
+class RunLocations:
+    """The services one run talks to, after parameters, environment and defaults are applied."""
+
+    store: str  # object store root (shards, models, reports, Prefect's cached results)
+    study_storage: str  # Optuna storage URL
+    dask_address: str | None  # None: a LocalCluster of this machine
+    tracking_uri: str
+    artifact_root: str | None
+    store_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for `store`
+
+
+def resolve_locations(store: str | None = None, study_storage: str | None = None, dask_address: str | None = None) -> RunLocations:
+    from tasks.objectstore import storage_options_for
+
+    settings = get_settings()
+    store_uri = store or settings.resolved_store()
+    return RunLocations(
+        store=store_uri,
+        study_storage=study_storage or settings.resolved_storage(),
+        dask_address=dask_address or settings.dask_address,
+        tracking_uri=settings.resolved_tracking_uri(),
+        artifact_root=settings.resolved_artifact_root(),
+        store_options=storage_options_for(store_uri),
+    )

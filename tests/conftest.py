@@ -23,12 +23,28 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 def make_csv(path: Path, rows: int, seed: int = 7) -> Path:
     """A churn CSV from the project's own generator."""
-    sys.path.insert(0, str(REPO / "data"))
-    from make_sample import make_churn
+    from tasks.data.sample import make_churn
 
     path.parent.mkdir(parents=True, exist_ok=True)
     make_churn(rows, seed).to_csv(path, index=False)
     return path
+
+
+def shard_csv(csv: Path, target: str, task: str, profile: dict, store: str, *, name: str = "data", row_key: str | None = None, seed: int = 0, scheduler: str = "sync") -> dict:
+    """A dataset version of `csv` written by the real shard step (profile: categories and classes)."""
+    import dask
+
+    from tasks import objectstore
+    from tasks.data import inputs, shard
+
+    files = inputs.expand_inputs(str(csv))
+    schema = inputs.infer_schema(files, target, task, {})
+    fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
+    with dask.config.set(scheduler=scheduler):
+        return shard.shard_dataset(
+            inputs.read_dataset(files, schema, {}), files, schema, profile, store=store, name=name, fp=fp, seed=seed,
+            fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, storage_options=objectstore.storage_options_for(store),
+        )
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """Short runs of the benchmarks (tiny data, a few trials): each runs and writes well-formed JSON and
-Markdown. Speed is not checked here; benchmarks/README.md holds the measured numbers."""
+Markdown. Speed is not checked here; benchmarks/README.md holds the measured numbers.
+
+The scripts run as a user runs them (`python benchmarks/<script>.py ...`, in a subprocess): the
+tests import nothing from benchmarks/."""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-import overhead  # noqa: E402
-import peers  # noqa: E402
-import scale  # noqa: E402
+
+def bench(script: str, *args: str, timeout: float = 900) -> None:
+    """`python benchmarks/<script> ARGS` from the repository root; fails with its output's end."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def _check_peer_row(row: dict, trials: int) -> None:
 
 def test_peers_tuneflow_and_optuna(bench_dirs, prefect_api) -> None:
     work, out = bench_dirs
-    peers.main([*PEERS_ARGS, "--tools", "tuneflow,optuna", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers"])
+    bench("peers.py", *PEERS_ARGS, "--tools", "tuneflow,optuna", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers")
     data = _load(out, "peers")
     assert [r["tool"] for r in data["tools"]] == ["tuneflow", "optuna"]
     for row in data["tools"]:
@@ -70,31 +74,61 @@ def test_peers_tuneflow_and_optuna(bench_dirs, prefect_api) -> None:
     assert _number(s["limit_s"]) and _number(s["tuneflow_over_limit"]) and set(s["ratios"]) == {"optuna"}
     assert isinstance(s["within_15pct_of_limit"], bool) and isinstance(s["faster_than_every_peer"], bool)
     assert s["tuneflow_breakdown"]["tune_wall_s"] == data["tools"][0]["tune_s"]
+    assert _number(s["orchestrator"]["flow_process_cpu_s_per_trial"]) and s["orchestrator"]["cpu_s"]["this process"] > 0
     # the same configurations give the same best model (same data, same XGBoost parameters)
     assert data["tools"][0]["best_value"] == pytest.approx(data["tools"][1]["best_value"], abs=2e-3)
+
+
+def test_peers_small_trials_against_the_pool(bench_dirs, prefect_api) -> None:
+    """The small-trial regime (issue 7 item 5): tuneflow vs a pool of 2 processes on a resident
+    QuantileDMatrix (the limit) vs Optuna; same configurations, same models."""
+    work, out = bench_dirs
+    bench("peers.py", "--regime", "small", *PEERS_ARGS, "--work", str(work / "peers"), "--out-dir", str(out))
+    data = _load(out, "peers-small")
+    assert data["params"]["regime"] == "small" and [r["tool"] for r in data["tools"]] == ["pool", "tuneflow", "optuna"]
+    for row in data["tools"]:
+        _check_peer_row(row, 3)
+    pool, tf, optuna = data["tools"]
+    # the pool trains exactly what tuneflow trains: same rounds per configuration, same best value
+    assert sorted(t["rounds"] for t in pool["per_trial"]) == sorted(t["rounds"] for t in tf["per_trial"])
+    assert pool["best_value"] == pytest.approx(tf["best_value"], abs=1e-6) == pytest.approx(optuna["best_value"], abs=2e-3)
+    assert sum(t["setup_s"] > 0 for t in pool["per_trial"]) <= data["params"]["parallelism"]  # resident: built once per process
+    s = data["summary"]
+    assert set(s["ratios"]) == {"optuna"} and isinstance(s["ahead_of_optuna"], bool)
+    q = s["pool"]
+    assert _number(q["train_sum_ratio"]) and _number(q["tune_ratio"]) and q["pool_tune_s"] == pool["tune_s"]
+    assert isinstance(q["train_sum_within_1pct"], bool) and isinstance(q["tune_within_2pct"], bool)
+    assert _number(s["orchestrator"]["flow_process_cpu_s_per_trial"]) and s["orchestrator"]["tune_phase_wall_s"] > 0
 
 
 def test_overhead(bench_dirs, prefect_api) -> None:
     work, out = bench_dirs
     tools = ["tuneflow", "optuna-journal"]
-    overhead.main(["--trials", "4", "--breakdown-n", "2", "--tools", ",".join(tools), "--work", str(work / "overhead"), "--out-dir", str(out)])
+    bench("overhead.py", "--trials", "4", "--breakdown-n", "2", "--tools", ",".join(tools), "--work", str(work / "overhead"), "--out-dir", str(out))
     data = _load(out, "overhead")
     assert [r["tool"] for r in data["tools"]] == tools
     for row in data["tools"]:
         assert row["trials"] == 4 and all(_number(row["latency"][k]) for k in ("median_ms", "mean_ms", "p90_ms"))
+        w = row["storage_writes"]  # the same journal storage: its appends counted per trial
+        assert w["appends_per_trial"] >= 1 and w["ops_by_kind_per_trial"]["CREATE_TRIAL"] == 1 and w["ops_by_kind_per_trial"]["SET_TRIAL_STATE_VALUES"] >= 1
     tf = data["tools"][0]
-    assert tf["failed"] == 0 and len(tf["breakdown"]) == 7 and all(_number(v["median_ms"]) for v in tf["breakdown"].values())
+    assert tf["failed"] == 0 and tf["noop_results"] == 4 and len(tf["breakdown"]) == 7 and all(_number(v["median_ms"]) for v in tf["breakdown"].values())
     assert tf["timeline"]["trials"] == 4 and _number(tf["timeline"]["per_trial_steps"]["latency ask -> tell done"]["median_ms"])
     assert _number(tf["timeline"]["main_loop_ms_per_trial"]["main loop total, excluding waiting"])
-    assert isinstance(data["summary"]["target_met"], bool)
+    s = data["summary"]
+    assert isinstance(s["target_met"], bool) and s["target_ms"] == 30
+    assert s["tuneflow_median_ms"] == tf["latency"]["median_ms"] and s["optuna_journal_median_ms"] == data["tools"][1]["latency"]["median_ms"]
+    assert s["tuneflow_over_optuna_journal_median"] == pytest.approx(s["tuneflow_median_ms"] / s["optuna_journal_median_ms"], abs=0.01)
+    md = (out / "overhead.md").read_text()
+    assert f"**{s['tuneflow_median_ms']} ms**" in md and "tuneflow / Optuna" in md and "journal appends/trial" in md
 
 
 def test_ray_tune(bench_dirs) -> None:
     pytest.importorskip("ray.tune")
     work, out = bench_dirs
-    peers.main([*PEERS_ARGS, "--trials", "2", "--tools", "ray", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers-ray"])
+    bench("peers.py", *PEERS_ARGS, "--trials", "2", "--tools", "ray", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers-ray")
     _check_peer_row(_load(out, "peers-ray")["tools"][0], 2)
-    overhead.main(["--trials", "3", "--tools", "ray", "--work", str(work / "overhead"), "--out-dir", str(out), "--name", "overhead-ray"])
+    bench("overhead.py", "--trials", "3", "--tools", "ray", "--work", str(work / "overhead"), "--out-dir", str(out), "--name", "overhead-ray")
     row = _load(out, "overhead-ray")["tools"][0]
     assert row["tool"] == "ray" and row["trials"] == 3 and _number(row["latency"]["median_ms"])
 
@@ -102,13 +136,13 @@ def test_ray_tune(bench_dirs) -> None:
 def test_hyperopt(bench_dirs) -> None:
     pytest.importorskip("hyperopt")
     work, out = bench_dirs
-    peers.main([*PEERS_ARGS, "--tools", "hyperopt", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers-hyperopt"])
+    bench("peers.py", *PEERS_ARGS, "--tools", "hyperopt", "--work", str(work / "peers"), "--out-dir", str(out), "--name", "peers-hyperopt")
     _check_peer_row(_load(out, "peers-hyperopt")["tools"][0], 3)
 
 
 def test_scale(bench_dirs) -> None:
     work, out = bench_dirs
-    scale.main(["--sizes", "5000,20000", "--memory-sizes", "10000,40000", "--rounds", "3", "--work", str(work / "scale"), "--out-dir", str(out)])
+    bench("scale.py", "--sizes", "5000,20000", "--memory-sizes", "10000,40000", "--rounds", "3", "--work", str(work / "scale"), "--out-dir", str(out))
     data = _load(out, "scale")
     assert [s["rows"] for s in data["sizes"]] == [5000, 20000]
     for s in data["sizes"]:
@@ -134,6 +168,8 @@ def test_gpu_script_on_cpu_without_the_orchestration_stack(tmp_path: Path) -> No
     assert set(data["stages"]) == {"data", "plain", "worker_warmup", "tuneflow_1", "tuneflow_2", "naive_dask"}
     assert data["stages"]["tuneflow_1"]["device"] == "cpu" and data["stages"]["naive_dask"]["trials"] == 2
     assert data["forbidden_modules_here"] == [] and data["forbidden_modules_on_worker"] == []
-    assert data["settings_stubbed_here"] is True and data["settings_stubbed_on_workers"] == [True]
+    # no stand-in needed any more: the engine imports neither pydantic-settings nor tasks.settings
+    assert {"pydantic_settings", "tasks.settings"} <= set(data["forbidden_modules_checked"])
+    assert data["imports_blocked"] is True and data["imports_blocked_on_workers"] == [True]
     s = data["summary"]
     assert all(_number(s[k]) for k in ("plain_trials_s", "tuneflow_seq_warm_s", "tuneflow_vs_plain_warm", "naive_over_tuneflow_per_trial"))

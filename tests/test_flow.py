@@ -10,9 +10,11 @@ import pytest
 from optuna.trial import TrialState
 
 from flows.tune_xgboost import tune_xgboost
-from tasks import register, storage
+from tasks import objectstore as storage
+from tasks import register
+from tasks.engine.shards import load_split_frame
 from tasks.settings import get_settings
-from tasks.trial_engine import load_split
+from tasks.tuning.records import result_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -46,12 +48,12 @@ def test_local_end_to_end_then_cached_rerun(churn_csv: Path, tuneflow_home: Path
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4 and {t.number for t in study.trials} == {0, 1, 2, 3}
     assert result["best_value"] == pytest.approx(max(t.value for t in complete))
-    assert all(storage.exists(t.user_attrs["model_uri"]) for t in complete)
+    assert all(storage.exists(result_of(t)["model_uri"]) for t in complete)
 
     reg = result["registered"]
     assert reg["version"] == 1 and reg["alias"] == "champion"
     booster = register.load_registered_booster(f"models:/{reg['model_name']}@champion", get_settings().resolved_tracking_uri())
-    X, y = load_split(manifest, "test", {})
+    X, y = load_split_frame(manifest, "test", {})
     proba = register.predict_frame(booster, X, manifest)
     assert proba.shape == (len(X),) and 0 <= proba.min() and proba.max() <= 1
     assert reg["test_value"] > 0.6  # AUC on a learnable task
@@ -83,7 +85,7 @@ def test_s3_data_and_store_with_postgres_study(churn_csv: Path, tuneflow_home: P
 
     study = optuna.load_study(study_name=result["study_name"], storage=pg_database)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
-    assert all(t.user_attrs["model_uri"].startswith(f"s3://{s3_bucket}/") for t in study.trials)
+    assert all(result_of(t)["model_uri"].startswith(f"s3://{s3_bucket}/") for t in study.trials)
     assert result["registered"]["alias"] == "champion"
 
 
@@ -97,5 +99,5 @@ def test_data_parallel_placement_with_enqueued_configs(churn_csv: Path, tuneflow
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert (trials[0].params["max_depth"], trials[0].params["learning_rate"]) == (3, 0.2)
     assert (trials[1].params["max_depth"], trials[1].params["learning_rate"]) == (5, 0.1)
-    assert all(t.user_attrs["placement"] == "data" for t in trials)
+    assert all(result_of(t)["placement"] == "data" for t in trials)
     assert result["registered"]["test_value"] > 0.6

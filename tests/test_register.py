@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 from pathlib import Path
 
-import dask
 import mlflow
 import numpy as np
 import pandas as pd
@@ -15,10 +12,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import rankdata
 
-from tasks import dataset, register, shard, storage, trial_engine
+from tasks import register
+from tasks.contracts import trial_request
+from tasks.engine import resident
+from tasks.engine.encoding import to_matrix
+from tasks.engine.shards import load_split_frame
 from tasks.errors import TuneflowError
+from tests.conftest import make_csv, shard_csv
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILE = {
     "categories": {
         "region": ["north", "south", "east", "west", "central"],
@@ -35,27 +36,20 @@ BAD = {"max_depth": 1, "eta": 0.1}
 def world(tmp_path_factory):
     """Shards of a 5000-row churn sample, a good and a bad model, and one SQLite MLflow."""
     tmp = tmp_path_factory.mktemp("register")
-    csv = tmp / "churn.csv"
-    subprocess.run([sys.executable, str(ROOT / "data" / "make_sample.py"), "--rows", "5000", "--out", str(csv)], check=True, capture_output=True)
-    files = storage.expand_inputs(str(csv))
-    schema = dataset.infer_schema(files, "churned", "binary", {})
-    fp = shard.fingerprint(files, schema, seed=0, fractions=shard.DEFAULT_FRACTIONS, row_key="customer_id")
-    with dask.config.set(scheduler="synchronous"):
-        manifest = shard.shard_dataset(
-            dataset.read_dataset(files, schema, {}), files, schema, PROFILE, store=str(tmp / "store"), name="churn",
-            fp=fp, seed=0, fractions=shard.DEFAULT_FRACTIONS, row_key="customer_id", storage_options={},
-        )
+    csv = make_csv(tmp / "churn.csv", 5000, seed=7)
+    manifest = shard_csv(csv, "churned", "binary", PROFILE, str(tmp / "store"), name="churn", row_key="customer_id")
 
     def train(params: dict, rounds: int) -> dict:
-        spec = {
-            "manifest": manifest, "storage_options": {}, "num_boost_round": rounds, "early_stopping_rounds": 10,
-            "params": {"objective": "binary:logistic", "eval_metric": "auc", **params}, "device": "cpu", "nthread": 2,
-        }
-        return {**trial_engine.run_trial(spec), "params": params}
+        request = trial_request(
+            manifest, {"objective": "binary:logistic", "eval_metric": "auc", **params}, device="cpu", nthread=2,
+            num_boost_round=rounds, early_stopping_rounds=10,
+        )
+        result = resident.run_trial(request)
+        return {"value": result.value, "model_ubj": result.model_ubj, "params": params}
 
     good, bad = train(GOOD, 100), train(BAD, 2)
-    trial_engine.release_data()
-    X_test, y_test = trial_engine.load_split(manifest, "test", {})
+    resident.release_data()
+    X_test, y_test = load_split_frame(manifest, "test", {})
     return {
         "manifest": manifest, "good": good, "bad": bad, "X_test": X_test, "y_test": y_test,
         "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "artifact_root": (tmp / "mlartifacts").as_uri(),
@@ -63,7 +57,7 @@ def world(tmp_path_factory):
 
 
 def evaluator(world: dict, metric: str = "auc", split: str = "test"):
-    return functools.partial(trial_engine.evaluate_model, manifest=world["manifest"], metric=metric, storage_options={}, split=split)
+    return functools.partial(resident.evaluate_model, manifest=world["manifest"], metric=metric, storage_options={}, split=split)
 
 
 def reg(world: dict, model: dict, trial_number: int, model_name: str, *, metric: str = "auc", direction: str = "maximize", evaluate=None, **extra) -> dict:
@@ -194,7 +188,7 @@ def test_interrupted_registration_is_completed_not_duplicated(world):
 
 def test_encoding_matches_training_and_rejects_bad_input(world):
     manifest, X = world["manifest"], world["X_test"].head(50)
-    matrix, _ = trial_engine.to_matrix(X, manifest)
+    matrix = to_matrix(X, manifest["features"])
     encoded = register.encoded_features(X, manifest)
     np.testing.assert_array_equal(encoded.to_numpy(), matrix)
     np.testing.assert_array_equal(register.encoded_features(encoded, manifest).to_numpy(), matrix)  # idempotent

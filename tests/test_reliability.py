@@ -1,6 +1,6 @@
 """Chaos and fault tests (issue 4): worker loss, SIGKILL and resume, object-store faults, concurrency.
 
-The scenarios live in benchmarks/chaos.py, which also runs the long versions and writes their
+The scenarios live in infra/chaos.py; benchmarks/chaos.py runs their long versions and writes the
 figures (`.venv/bin/python benchmarks/chaos.py`); here the short versions run in the default suite
 and the long ones under `-m slow`. The smaller tests at the end of each section reproduce defects
 the scenarios found (benchmarks/chaos_README.md, "Defects found"), now fixed: they guard against
@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import chaos
-from tasks import study as st
+from infra import chaos
+from tasks.tuning.liveness import recover_stale_trials
+from tasks.tuning.loop import run_study
+from tasks.tuning.records import HEARTBEAT_ATTR, LOST_ATTR, RETRY_OF_ATTR, counts_toward_budget
+from tasks.tuning.search_space import suggest
+from tasks.tuning.studies import open_study
 
 SPACE = {"x": {"type": "float", "low": -5.0, "high": 5.0}, "depth": {"type": "int", "low": 1, "high": 4}}
 
@@ -96,21 +100,21 @@ def test_run_study_survives_another_run_failing_its_trial(tmp_path: Path) -> Non
     """A run whose heartbeat was late (suspended, storage stall) finds its in-flight trial failed
     as lost by another run: it must drop that trial, not crash the flow."""
     url = str(tmp_path / "late.journal")
-    s = st.open_study(url, "late", "minimize", 0)
+    s = open_study(url, "late", "minimize", 0)
     gate = threading.Event()
     pool = cf.ThreadPoolExecutor(2)
 
     def other_run() -> None:
         time.sleep(0.5)
-        st.recover_stale_trials(st.open_study(url, "late", "minimize", 0), stale_after_s=1.0, now=time.time() + 60)
+        recover_stale_trials(open_study(url, "late", "minimize", 0), stale_after_s=1.0, now=time.time() + 60)
         gate.set()
 
     threading.Thread(target=other_run, daemon=True).start()
     # Before the fix this raised optuna's UpdateFinishedTrialError out of run_study (and the flow).
-    out = st.run_study(s, SPACE, n_trials=4, timeout=None, parallelism=2, submit=lambda n, p: pool.submit(lambda: (gate.wait(5), {"value": p["x"] ** 2})[1]))
+    out = run_study(s, SPACE, n_trials=4, timeout=None, parallelism=2, submit=lambda n, p: pool.submit(lambda: (gate.wait(5), {"value": p["x"] ** 2})[1]))
     trials = s.get_trials(deepcopy=False)
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4 and out.completed >= 2
-    assert out.superseded and all(n in {t.number for t in trials if t.user_attrs.get(st.LOST_ATTR)} for n in out.superseded)
+    assert out.superseded and all(n in {t.number for t in trials if t.user_attrs.get(LOST_ATTR)} for n in out.superseded)
 
 
 def test_a_trial_whose_retries_ran_out_on_a_transient_error_does_not_use_the_budget(tmp_path: Path) -> None:
@@ -120,7 +124,7 @@ def test_a_trial_whose_retries_ran_out_on_a_transient_error_does_not_use_the_bud
     + 1 FAIL of 12); the long run completed a trial on its last allowed attempt."""
     from tasks.errors import TransientError
 
-    s = st.open_study(str(tmp_path / "spent.journal"), "spent", "minimize", 0)
+    s = open_study(str(tmp_path / "spent.journal"), "spent", "minimize", 0)
     seen: list[int] = []
 
     def submit(number: int, params: dict) -> cf.Future:
@@ -132,12 +136,12 @@ def test_a_trial_whose_retries_ran_out_on_a_transient_error_does_not_use_the_bud
             f.set_result({"value": params["x"] ** 2})
         return f
 
-    st.run_study(s, SPACE, n_trials=3, timeout=None, parallelism=1, submit=submit)
+    run_study(s, SPACE, n_trials=3, timeout=None, parallelism=1, submit=submit)
     trials = s.get_trials(deepcopy=False)
     counts = chaos.study_counts(trials)
     assert counts["complete"] == 3, counts  # the lost trial did not use the budget
     first = trials[0]
-    assert first.user_attrs.get(st.LOST_ATTR) and any(t.user_attrs.get(st.RETRY_OF_ATTR) == 0 and t.params == first.params for t in trials)
+    assert first.user_attrs.get(LOST_ATTR) and any(t.user_attrs.get(RETRY_OF_ATTR) == 0 and t.params == first.params for t in trials)
 
 
 def test_resumed_run_reruns_the_dead_runs_trials_with_their_params(tmp_path: Path) -> None:
@@ -145,15 +149,15 @@ def test_resumed_run_reruns_the_dead_runs_trials_with_their_params(tmp_path: Pat
     its parameters (issue: 'marked FAIL and re-enqueued with the same parameters') and leave no
     WAITING trial behind, instead of sampling new ones and failing it unseen at the end."""
     url = str(tmp_path / "resume.journal")
-    s = st.open_study(url, "resume", "minimize", 0)
+    s = open_study(url, "resume", "minimize", 0)
     s.enqueue_trial({"x": 4.321, "depth": 3})  # params no fresh sampler would draw
     dead = s.ask()
-    st.suggest(dead, SPACE)
-    dead.set_user_attr(st.HEARTBEAT_ATTR, time.time())
+    suggest(dead, SPACE)
+    dead.set_user_attr(HEARTBEAT_ATTR, time.time())
     lost = dict(dead.params)
     pool = cf.ThreadPoolExecutor(1)
-    st.run_study(
-        st.open_study(url, "resume", "minimize", 0), SPACE, n_trials=2, timeout=None, parallelism=1,
+    run_study(
+        open_study(url, "resume", "minimize", 0), SPACE, n_trials=2, timeout=None, parallelism=1,
         submit=lambda n, p: pool.submit(lambda: (time.sleep(0.4), {"value": p["x"] ** 2})[1]), heartbeat_s=0.1, stale_after_s=1.0,
     )
     trials = s.get_trials(deepcopy=False)
@@ -161,24 +165,20 @@ def test_resumed_run_reruns_the_dead_runs_trials_with_their_params(tmp_path: Pat
     assert counts["complete"] == 2 and counts["running"] == 0 and counts["lost"] == 1
     rerun = [t for t in trials if t.state.name == "COMPLETE" and t.params == lost]
     assert rerun and not counts["waiting"], f"the lost trial's params were not re-run: {counts}"
-    assert rerun[0].user_attrs[st.RETRY_OF_ATTR] == dead.number
+    assert rerun[0].user_attrs[RETRY_OF_ATTR] == dead.number
 
 
 def test_register_crash_between_decision_and_alias(tmp_path: Path) -> None:
     """SIGKILL after the decision tags, before the alias: the re-run must still set `champion`."""
     from mlflow.tracking import MlflowClient
 
-    from tasks import register, trial_engine
-    from tasks.problem import objective_params
+    from tasks import register
 
-    manifest = chaos._small_manifest(tmp_path, 3000)
-    spec = {"manifest": manifest, "storage_options": {}, "device": "cpu", "nthread": 1,
-            "params": {**objective_params("binary", 2, "auc"), "max_depth": 3}, "num_boost_round": 5, "early_stopping_rounds": 5}
-    model = trial_engine.run_trial(spec)
-    trial_engine.release_data()
+    manifest = chaos.small_manifest(tmp_path, 3000)
+    model = chaos.small_model(manifest)  # run_trial(trial_request(...)) on the resident engine
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    kw = dict(model_ubj=model["model_ubj"], manifest=manifest, metric="auc", direction="maximize", evaluate=lambda m: 0.7,
-              params={"max_depth": 3}, valid_value=model["value"], study_name="s", trial_number=0, model_name="m",
+    kw = dict(model_ubj=model.model_ubj, manifest=manifest, metric="auc", direction="maximize", evaluate=lambda m: 0.7,
+              params={"max_depth": 3}, valid_value=model.value, study_name="s", trial_number=0, model_name="m",
               tracking_uri=uri, artifact_root=(tmp_path / "art").as_uri())
 
     class Killed(BaseException):
@@ -296,14 +296,14 @@ def test_concurrent_run_study_keeps_the_study_budget(tmp_path: Path) -> None:
     """Two run_study calls on one study (a deployment triggered twice, two users): n_trials is the
     study's total ('resumed studies count what they have'), so together they must stop near it."""
     url = str(tmp_path / "two.journal")
-    st.open_study(url, "two", "minimize", 0)
+    open_study(url, "two", "minimize", 0)
     pool = cf.ThreadPoolExecutor(4)
     barrier = threading.Barrier(2)
 
     def one_run(seed: int) -> None:
-        s = st.open_study(url, "two", "minimize", seed)
+        s = open_study(url, "two", "minimize", seed)
         barrier.wait()
-        st.run_study(s, SPACE, n_trials=6, timeout=None, parallelism=2, heartbeat_s=0.2,
+        run_study(s, SPACE, n_trials=6, timeout=None, parallelism=2, heartbeat_s=0.2,
                      submit=lambda n, p: pool.submit(lambda: (time.sleep(0.05), {"value": p["x"] ** 2})[1]))
 
     runs = [threading.Thread(target=one_run, args=(i,)) for i in range(2)]
@@ -311,8 +311,8 @@ def test_concurrent_run_study_keeps_the_study_budget(tmp_path: Path) -> None:
         r.start()
     for r in runs:
         r.join(60)
-    trials = st.open_study(url, "two", "minimize", 0).get_trials(deepcopy=False)
-    counted = sum(st.counts_toward_budget(t) for t in trials)
+    trials = open_study(url, "two", "minimize", 0).get_trials(deepcopy=False)
+    counted = sum(counts_toward_budget(t) for t in trials)
     assert not any(t.state.name == "RUNNING" for t in trials)
     # Before the fix each run counted only its own trials: 12 here.
     assert 6 <= counted <= 6 + 2, f"two runs with n_trials=6 made {counted} trials"

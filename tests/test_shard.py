@@ -6,13 +6,14 @@ import hashlib
 import json
 from pathlib import Path
 
-import dask
 import pandas as pd
 import pytest
 
-from tasks import dataset, shard, storage
+from tasks import objectstore as storage
+from tasks.data import inputs, shard
+from tasks.engine.shards import load_split_frame
 from tasks.errors import TuneflowError
-from tasks.trial_engine import load_split
+from tests.conftest import shard_csv
 
 PROFILE = {
     "categories": {"region": ["north", "south", "east", "west", "central"], "plan": ["free", "basic", "pro", "enterprise"], "device": ["android", "ios", "web", "desktop"]},
@@ -28,15 +29,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def do_shard(csv: Path, store: str, row_key: str | None = "customer_id", seed: int = 0) -> dict:
-    files = storage.expand_inputs(str(csv))
-    schema = dataset.infer_schema(files, "churned", "binary", {})
-    fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
-    ddf = dataset.read_dataset(files, schema, {})
-    with dask.config.set(scheduler="threads"):
-        return shard.shard_dataset(
-            ddf, files, schema, PROFILE, store=store, name="churn", fp=fp, seed=seed,
-            fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, storage_options=storage.storage_options_for(store),
-        )
+    return shard_csv(csv, "churned", "binary", PROFILE, store, name="churn", row_key=row_key, seed=seed, scheduler="threads")
 
 
 def test_manifest_describes_every_row_and_file(churn_csv: Path, store: str) -> None:
@@ -54,7 +47,7 @@ def test_manifest_describes_every_row_and_file(churn_csv: Path, store: str) -> N
         for part in m["splits"][split]["files"]:
             data = fs.cat_file(storage.filesystem(storage.join(m["uri"], part["path"]), opts)[1])
             assert hashlib.sha256(data).hexdigest() == part["sha256"] and len(data) == part["bytes"]
-    X, y = load_split(m, "train", opts)
+    X, y = load_split_frame(m, "train", opts)
     assert len(X) == rows["train"] and set(y) == {0, 1}
     assert X["plan"].dtype == "category" and list(X["plan"].cat.categories) == sorted(PROFILE["categories"]["plan"])
     assert storage.read_json(storage.join(m["uri"], shard.MANIFEST), opts) == json.loads(json.dumps(m, default=str))
@@ -106,10 +99,10 @@ def test_store_contract_atomic_json_and_listing(store: str) -> None:
 
 def test_expand_inputs_errors(tmp_path: Path) -> None:
     with pytest.raises(TuneflowError, match="No data found"):
-        storage.expand_inputs(str(tmp_path / "nope.csv"))
+        inputs.expand_inputs(str(tmp_path / "nope.csv"))
     (tmp_path / "a.csv").write_text("x,y\n1,2\n")
     (tmp_path / "b.parquet").write_bytes(b"")
     with pytest.raises(TuneflowError, match="mixes CSV and Parquet"):
-        storage.expand_inputs(str(tmp_path / "*"))
+        inputs.expand_inputs(str(tmp_path / "*"))
     assert shard.dataset_name("s3://bucket/landing/2026-11/*.csv") == "2026-11"
     assert shard.dataset_name("data/generated/churn.csv") == "churn"

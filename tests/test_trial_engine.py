@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tasks import dataset, shard, storage, trial_engine
-from tasks.data_parallel import choose_placement, resident_bytes_estimate
+from tasks.contracts import Placement, trial_request
+from tasks.engine import resident
+from tasks.engine.encoding import encode_features, to_matrix
+from tasks.engine.placement import choose_placement, resident_bytes_estimate
+from tasks.engine.shards import load_split, load_split_frame
+from tasks.engine.training import gpu_count, resolve_device
 from tasks.problem import objective_params
+from tests.conftest import shard_csv
 
 
 def make_manifest(tmp_path: Path, df: pd.DataFrame, target: str, task: str, categories: dict, classes: dict | None) -> dict:
     csv = tmp_path / f"{task}.csv"
     df.to_csv(csv, index=False)
-    files = storage.expand_inputs(str(csv))
-    schema = dataset.infer_schema(files, target, task, {})
-    fp = shard.fingerprint(files, schema, seed=0, fractions=shard.DEFAULT_FRACTIONS, row_key=None)
-    with dask.config.set(scheduler="sync"):
-        return shard.shard_dataset(
-            dataset.read_dataset(files, schema, {}), files, schema, {"categories": categories, "classes": classes or {}},
-            store=str(tmp_path / "store"), name=task, fp=fp, seed=0, fractions=shard.DEFAULT_FRACTIONS, row_key=None, storage_options={},
-        )
+    return shard_csv(csv, target, task, {"categories": categories, "classes": classes or {}}, str(tmp_path / "store"), name=task)
 
 
 @pytest.fixture(scope="module")
@@ -48,45 +46,75 @@ def test_every_task_trains_and_scores(tmp_path: Path, frames: pd.DataFrame, task
     df = frames.drop(columns=[c for c in ("y_bin", "y_multi", "y_reg") if c != target])
     classes = {str(c): 1 for c in sorted(df[target].unique())} if task != "regression" else None
     manifest = make_manifest(tmp_path, df, target, task, {"color": ["blue", "green", "red"]}, classes)
-    spec = {
-        "manifest": manifest, "storage_options": {}, "device": "cpu", "nthread": 1,
-        "params": {**objective_params(task, len(manifest["classes"] or []), metric), "max_depth": 4, "learning_rate": 0.3, "max_bin": 64},
-        "num_boost_round": 60, "early_stopping_rounds": 10,
-    }
-    trial_engine.release_data()
-    first = trial_engine.run_trial(spec)
-    second = trial_engine.run_trial({**spec, "params": {**spec["params"], "max_depth": 3}})
-    assert good(first["value"]) and good(second["value"])
-    assert not first["data_cache_hit"] and second["data_cache_hit"] and second["matrix_cache_hit"]
-    assert first["rounds"] >= first["best_iteration"] + 1
-    other_bins = trial_engine.run_trial({**spec, "params": {**spec["params"], "max_bin": 32}})
-    assert other_bins["data_cache_hit"] and not other_bins["matrix_cache_hit"]
+    request = trial_request(
+        manifest, {**objective_params(task, len(manifest["classes"] or []), metric), "max_depth": 4, "learning_rate": 0.3, "max_bin": 64},
+        device="cpu", nthread=1, num_boost_round=60, early_stopping_rounds=10,
+    )
+    resident.release_data()
+    first = resident.run_trial(request)
+    second = resident.run_trial(request.for_trial(1, {"max_depth": 3}))
+    assert good(first.value) and good(second.value)
+    assert not first.data_cache_hit and second.data_cache_hit and second.matrix_cache_hit
+    assert first.rounds >= first.best_iteration + 1
+    other_bins = resident.run_trial(request.for_trial(2, {"max_bin": 32}))
+    assert other_bins.data_cache_hit and not other_bins.matrix_cache_hit
     # the saved model is the early-stopped one: scoring it on valid reproduces the trial's value
-    on_valid = trial_engine.evaluate_model(first["model_ubj"], manifest, metric, {}, split="valid")
-    assert on_valid == pytest.approx(first["value"], rel=1e-3)
-    booster = xgb.Booster(model_file=bytearray(first["model_ubj"]))
-    assert booster.num_boosted_rounds() == first["best_iteration"] + 1
+    on_valid = resident.evaluate_model(first.model_ubj, manifest, metric, {}, split="valid")
+    assert on_valid == pytest.approx(first.value, rel=1e-3)
+    booster = xgb.Booster(model_file=bytearray(first.model_ubj))
+    assert booster.num_boosted_rounds() == first.best_iteration + 1
+    assert len(first.history) == first.rounds  # the valid metric after every round
+
+
+def test_a_trial_continues_from_its_saved_booster(tmp_path: Path, frames: pd.DataFrame) -> None:
+    """Training N rounds, then N more from the saved model, equals 2N rounds in one go."""
+    df = frames.drop(columns=["y_multi", "y_reg"])
+    manifest = make_manifest(tmp_path, df, "y_bin", "binary", {"color": ["blue", "green", "red"]}, {"0": 1, "1": 1})
+    base = trial_request(manifest, {**objective_params("binary", 2, "logloss"), "max_depth": 3, "learning_rate": 0.2, "max_bin": 64}, device="cpu", nthread=1, early_stopping_rounds=None)
+    whole = resident.run_trial(dataclasses.replace(base, num_boost_round=20))
+    half = resident.run_trial(dataclasses.replace(base, num_boost_round=10))
+    rest = resident.run_trial(dataclasses.replace(base, num_boost_round=10, init_model=half.model_ubj))
+    assert (half.rounds, rest.rounds, rest.best_iteration) == (10, 10, 19)
+    assert np.allclose(half.history + rest.history, whole.history, rtol=1e-5)
+    assert rest.value == pytest.approx(whole.value, rel=1e-5)
+
+
+def test_one_encoding_rule_for_raw_pinned_and_coded_columns(tmp_path: Path, frames: pd.DataFrame) -> None:
+    df = frames.drop(columns=["y_multi", "y_reg"])
+    manifest = make_manifest(tmp_path, df, "y_bin", "binary", {"color": ["blue", "green", "red"]}, {"0": 1, "1": 1})
+    pinned, _ = load_split_frame(manifest, "valid", {})
+    matrix, _ = load_split(manifest, "valid", {})
+    features = manifest["features"]
+    raw = pinned.astype({"color": "object"})
+    raw.loc[raw.index[:3], "color"] = "purple"  # unknown categories become missing
+    coded = pd.DataFrame(matrix, columns=[f["name"] for f in features])
+    color = [f["name"] for f in features].index("color")
+    assert np.array_equal(to_matrix(pinned, features), matrix, equal_nan=True)
+    assert np.array_equal(encode_features(coded, features), matrix, equal_nan=True)
+    from_raw = encode_features(raw, features)
+    assert np.isnan(from_raw[:3, color]).all() and np.array_equal(from_raw[3:], matrix[3:], equal_nan=True)
 
 
 def test_noop_and_bad_params(tmp_path: Path, frames: pd.DataFrame) -> None:
-    assert trial_engine.run_trial({"noop": True, "noop_value": 0.5})["value"] == 0.5
     df = frames.drop(columns=["y_multi", "y_reg"])
     manifest = make_manifest(tmp_path, df, "y_bin", "binary", {"color": ["blue", "green", "red"]}, {"0": 1, "1": 1})
-    spec = {"manifest": manifest, "storage_options": {}, "device": "cpu", "params": {"objective": "binary:logistic", "eval_metric": "auc", "max_depth": -3}}
+    noop = resident.run_trial(trial_request(manifest, noop_value=0.5))
+    assert noop.value == 0.5 and noop.noop and noop.model_ubj == b""
     with pytest.raises(xgb.core.XGBoostError):
-        trial_engine.run_trial(spec)
+        resident.run_trial(trial_request(manifest, {"objective": "binary:logistic", "eval_metric": "auc", "max_depth": -3}, device="cpu"))
 
 
 def test_placement_choice_from_manifest_size() -> None:
     manifest = {"splits": {"train": {"bytes": 800_000_000}, "valid": {"bytes": 100_000_000}, "test": {"bytes": 1}}}
     need = resident_bytes_estimate(manifest)
-    assert choose_placement(manifest, [need * 4, need * 4]) == "trial"
-    assert choose_placement(manifest, [need * 4, need]) == "data"  # the smallest worker decides
-    assert choose_placement(manifest, [0, 0]) == "trial"  # no limits known
-    assert choose_placement(manifest, [need * 4], forced="data") == "data"
+    assert choose_placement(manifest, [need * 4, need * 4]) == Placement.TRIAL
+    assert choose_placement(manifest, [need * 4, need]) == Placement.DATA  # the smallest worker decides
+    assert choose_placement(manifest, [0, 0]) == Placement.TRIAL  # no limits known
+    assert choose_placement(manifest, [need * 4], forced="data") == Placement.DATA
 
 
-def test_auto_device_is_cpu_without_a_gpu() -> None:
-    assert trial_engine.resolve_device("auto") in ("cpu", "cuda")
-    if trial_engine.gpu_count() == 0:
-        assert trial_engine.resolve_device("auto") == "cpu"
+def test_auto_device_follows_the_gpus_this_process_sees() -> None:
+    assert resolve_device("auto") == ("cuda" if gpu_count() > 0 else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError):
+        resolve_device("tpu")

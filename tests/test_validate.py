@@ -1,8 +1,7 @@
-"""tasks.validate against real Great Expectations, real Dask and real files."""
+"""tasks.validation against real Great Expectations, real Dask and real files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -11,20 +10,14 @@ import dask
 import pandas as pd
 import pytest
 
-from tasks import validate as v
-from tasks.dataset import infer_schema, read_dataset
+from tasks import validation as v
+from tasks.data.inputs import expand_inputs, infer_schema, read_dataset
+from tasks.data.sample import make_churn
 from tasks.errors import DataValidationError, TuneflowError
-from tasks.storage import expand_inputs
+from tasks.validation import values
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTATIONS = ROOT / "data" / "expectations.yaml"
-
-
-def _make_sample_module() -> Any:
-    spec = importlib.util.spec_from_file_location("make_sample", ROOT / "data" / "make_sample.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -71,14 +64,14 @@ def _small(n: int = 40, offset: int = 0) -> pd.DataFrame:
 
 def test_clean_sample_passes_on_a_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
-    churn = _make_sample_module().make_churn(3000)
+    churn = make_churn(3000)
     files = _write_csvs(tmp_path / "churn", [churn.iloc[:1500], churn.iloc[1500:]])
     expectations = v.load_expectations(str(EXPECTATIONS))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             report = _run(files, "churned", "binary", expectations)
             again = _run(files, "churned", "binary", expectations)
-            builds = client.run(lambda: __import__("tasks.validate", fromlist=["x"]).SUITE_BUILDS)
+            builds = client.run(lambda: __import__("tasks.validation", fromlist=["x"]).SUITE_BUILDS)
 
     assert report["success"], v.report_markdown(report)
     assert again == report
@@ -209,7 +202,7 @@ def test_non_numeric_value_found_while_reading_when_no_frame_is_given(tmp_path, 
 def test_empty_file_fails_clearly(tmp_path, sync_dask):
     folder = tmp_path / "d"
     folder.mkdir()
-    # two header-only files: one alone is already refused by schema inference (tasks.dataset)
+    # two header-only files: one alone is already refused by schema inference (tasks.data.inputs)
     (folder / "empty-1.csv").write_text("age,plan,label\n")
     (folder / "empty-2.csv").write_text("age,plan,label\n")
     files = expand_inputs(str(folder))
@@ -326,7 +319,7 @@ def test_parquet_file_with_a_missing_column_is_named(tmp_path, sync_dask):
 
 
 def test_categories_are_capped(tmp_path, sync_dask, monkeypatch):
-    monkeypatch.setattr(v, "CATEGORY_CAP", 5)
+    monkeypatch.setattr(values, "CATEGORY_CAP", 5)  # read by validate_dataset, sent to the workers in the plan
     frame = _small(30)
     frame["plan"] = [f"p{i:02d}" for i in range(30)]
     files = _write_csvs(tmp_path / "d", [frame])
@@ -441,3 +434,68 @@ def test_raw_expectations_run_and_label_allowed_values_match_as_text(tmp_path, s
     regex = _result(report, "expect_column_values_to_match_regex", "plan")
     assert regex["unexpected_count"] == 2 and sorted(regex["examples"]) == ["FREE", "Pro"]
     assert _result(report, "expect_table_columns_to_match_set")["success"]
+
+
+# ------------------------------------------------------------------------------------ rules evaluated without GX
+
+
+def _edge_frame() -> pd.DataFrame:
+    n = 60
+    # GX keeps the first 20 unexpected values: here they are all alike, and new ones come after them.
+    number = [-1.0] * 20 + [-2.0, -3.0, -4.0, -5.0, 500.0, 600.0] + [float(i) for i in range(26, n)]
+    number[30], number[31], number[32], number[33] = float("nan"), float("inf"), float("-inf"), 200.0
+    text = pd.array(["gold"] * 22 + [["free", "basic", "silver", None, "FREE", "1"][i % 6] for i in range(22, n)], dtype="string")
+    return pd.DataFrame(
+        {"number": number, "whole": list(range(n)), "text": text, "empty": [float("nan")] * n},
+        index=range(100, 100 + n),
+    )
+
+
+@pytest.mark.parametrize(
+    ("etype", "kwargs"),
+    [
+        ("expect_column_values_to_be_between", {"column": "number", "min_value": 0, "max_value": 50}),
+        ("expect_column_values_to_be_between", {"column": "number", "min_value": -1, "max_value": 59, "strict_min": True, "strict_max": True}),
+        ("expect_column_values_to_be_between", {"column": "number", "min_value": 0.5, "mostly": 0.6}),
+        ("expect_column_values_to_be_between", {"column": "number", "max_value": 10, "strict_max": True}),
+        ("expect_column_values_to_be_between", {"column": "number", "min_value": -1, "strict_min": True}),
+        ("expect_column_values_to_be_between", {"column": "number", "min_value": -1, "max_value": 26, "strict_min": True}),
+        ("expect_column_values_to_be_between", {"column": "number", "min_value": -5, "max_value": 26, "strict_max": True}),
+        ("expect_column_values_to_be_between", {"column": "whole", "min_value": 5, "max_value": 50}),
+        ("expect_column_values_to_be_between", {"column": "empty", "min_value": 0}),
+        ("expect_column_values_to_be_in_set", {"column": "text", "value_set": ["free", "basic"]}),
+        ("expect_column_values_to_be_in_set", {"column": "text", "value_set": ["free", 1, "1"], "mostly": 0.5}),
+        ("expect_column_values_to_be_in_set", {"column": "number", "value_set": [1, 2.0, 3.5, -1]}),
+        ("expect_column_values_to_be_in_set", {"column": "text", "value_set": []}),
+        ("expect_column_values_to_not_be_null", {"column": "text"}),
+        ("expect_column_values_to_not_be_null", {"column": "number", "mostly": 0.9}),
+        ("expect_column_values_to_not_be_null", {"column": "empty"}),
+        ("expect_column_values_to_not_be_null", {"column": "whole"}),
+    ],
+)
+@pytest.mark.parametrize("rows", [slice(None), slice(0, 0), slice(20, 60)])
+def test_common_rules_match_great_expectations(etype, kwargs, rows):
+    from tasks.validation.catalog import expectation_class, is_map_expectation
+    from tasks.validation.gx_suite import GxSuite
+    from tasks.validation.records import PlannedExpectation
+    from tasks.validation.rules import evaluate, rule_for
+
+    df = _edge_frame().iloc[rows]
+    rule = rule_for(etype, kwargs)
+    assert rule is not None
+    assert is_map_expectation(expectation_class(etype, "test"))  # combined over partitions as a row-level check
+    by_gx = GxSuite({0: PlannedExpectation(etype, kwargs, map=True)}).run(df)[0]
+    assert evaluate(df, rule, kwargs) == by_gx
+
+
+def test_rules_leave_other_kwargs_and_dtypes_to_great_expectations():
+    from tasks.validation.rules import evaluate, rule_for
+
+    assert rule_for("expect_column_values_to_be_between", {"column": "a", "min_value": 1, "row_condition": "b>1"}) is None
+    assert rule_for("expect_column_values_to_be_between", {"column": "a", "min_value": "2020-01-01"}) is None
+    assert rule_for("expect_column_values_to_be_between", {"column": "a"}) is None
+    assert rule_for("expect_column_values_to_be_between", {"column": "a", "min_value": 3, "max_value": 1}) is None
+    assert rule_for("expect_column_values_to_be_in_set", {"column": "a", "value_set": {"$PARAMETER": "x"}}) is None
+    assert rule_for("expect_column_values_to_match_regex", {"column": "a", "regex": "x"}) is None
+    rule = rule_for("expect_column_values_to_be_between", {"column": "text", "min_value": 1})
+    assert evaluate(_edge_frame(), rule, {"column": "text", "min_value": 1}) is None  # strings: GX's own code path

@@ -15,8 +15,9 @@ from typing import Any
 import optuna
 import yaml
 
+from tasks.contracts import DEFAULT_MAX_BIN
 from tasks.errors import TuneflowError
-from tasks.storage import filesystem
+from tasks.objectstore import filesystem
 
 DEFAULT_SPACE: dict[str, Any] = {
     "learning_rate": {"type": "float", "low": 0.02, "high": 0.3, "log": True},
@@ -26,7 +27,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "colsample_bytree": {"type": "float", "low": 0.5, "high": 1.0},
     "reg_lambda": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
     "reg_alpha": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
-    "max_bin": 256,
+    "max_bin": DEFAULT_MAX_BIN,
 }
 _TYPES = {"float", "int", "categorical"}
 

@@ -18,7 +18,9 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from tasks import storage
+from tasks import objectstore as storage
+from tasks.contracts import LABEL_COLUMN, DatasetManifest
+from tasks.engine.encoding import as_categorical
 from tasks.errors import TuneflowError
 
 SHARD_CODE_VERSION = "1"  # bump when the shard layout or split rule changes: it changes every fingerprint
@@ -87,15 +89,15 @@ def encode_frame(df: pd.DataFrame, layout: dict[str, Any]) -> pd.DataFrame:
     for feat in layout["features"]:
         col = df[feat["name"]]
         if feat["kind"] == "categorical":
-            out[feat["name"]] = pd.Categorical(col.astype("string"), categories=feat["categories"])
+            out[feat["name"]] = as_categorical(col, feat["categories"])
         else:
             out[feat["name"]] = col.astype("float32")
     target = df[layout["target"]]
     if layout["classes"] is not None:
         codes = pd.Categorical(target.astype("string"), categories=layout["classes"]).codes
-        out["__label__"] = codes.astype("int32")
+        out[LABEL_COLUMN] = codes.astype("int32")
     else:
-        out["__label__"] = target.astype("float32")
+        out[LABEL_COLUMN] = target.astype("float32")
     return pd.DataFrame(out, index=df.index)
 
 
@@ -157,7 +159,7 @@ def shard_dataset(
     fractions: dict[str, float],
     row_key: str | None,
     storage_options: dict[str, Any],
-) -> dict[str, Any]:
+) -> DatasetManifest:
     """Write shards then the manifest; return the manifest. An existing manifest is reused as is."""
     root = version_uri(store, name, fp)
     manifest_uri = storage.join(root, MANIFEST)

@@ -1,4 +1,4 @@
-"""Reading raw datasets with Dask: schema inference and bounded-memory partitioned reads."""
+"""Raw inputs: listing the files behind a path, schema inference, bounded-memory Dask reads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from tasks.errors import TuneflowError
-from tasks.storage import file_format, filesystem
+from tasks.objectstore import filesystem, unstrip
 
 SAMPLE_ROWS = 50_000
 CSV_BLOCKSIZE = "128MB"  # one Dask partition; shards come out ~30-60 MB of Parquet each
@@ -91,3 +91,43 @@ def read_dataset(files: list[dict[str, Any]], schema: dict[str, Any], storage_op
         storage_options=storage_options,
         usecols=list(dtypes),
     )
+
+
+def expand_inputs(uri: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """List the data files behind a file, glob or prefix, with identities for the fingerprint."""
+    fs, path = filesystem(uri, storage_options)
+    try:
+        if any(ch in path for ch in "*?["):
+            paths = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            paths = sorted(p for p in fs.find(path) if p.endswith((".csv", ".parquet", ".csv.gz", ".pq")))
+        elif fs.exists(path):
+            paths = [path]
+        else:
+            paths = []
+    except PermissionError as exc:
+        raise TuneflowError(f"Cannot read {uri}: {exc}.", "check the credentials and the bucket policy.") from exc
+    if not paths:
+        raise TuneflowError(
+            f"No data found at {uri}.",
+            "pass an existing CSV/Parquet file, a glob like 'dir/*.csv', or a folder/prefix holding such files.",
+        )
+    files = []
+    for p in paths:
+        info = fs.info(p)
+        identity = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+        files.append({"uri": unstrip(fs, p), "size": int(info.get("size") or 0), "identity": str(identity)})
+    formats = {file_format(f["uri"]) for f in files}
+    if len(formats) > 1:
+        raise TuneflowError(f"{uri} mixes CSV and Parquet files.", "point at one format at a time (use a glob).")
+    return files
+
+
+def file_format(uri: str) -> str:
+    """'csv' or 'parquet', from the file name."""
+    lower = uri.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".csv", ".csv.gz", ".txt")):
+        return "csv"
+    raise TuneflowError(f"Unknown file type: {uri}.", "use .csv, .csv.gz or .parquet files.")

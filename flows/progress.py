@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from tasks.study import TrialEvent
+from tasks.tuning.loop import TrialEvent
 
 _listeners: list[Callable[[TrialEvent], None]] = []
 

@@ -1,0 +1,99 @@
+"""What a run shows in Prefect: the validation report, the live leaderboard, the summary, and
+where Prefect keeps cached results. Every artifact key is written here and nowhere else."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+
+from flows import progress
+from tasks import objectstore
+from tasks.contracts import RunResult
+from tasks.tuning.loop import TrialEvent
+
+VALIDATION_KEY = "validation-report"
+LEADERBOARD_KEY = "trial-leaderboard"
+SUMMARY_KEY = "tuneflow-summary"
+
+
+def publish_validation_report(markdown: str, fingerprint: str) -> None:
+    create_markdown_artifact(markdown, key=VALIDATION_KEY, description=f"Validation of {fingerprint}")
+
+
+class Leaderboard:
+    """Logs each trial and keeps a Prefect table of the best trials current while the study runs."""
+
+    def __init__(self, direction: str, every_s: float = 5.0) -> None:
+        self.direction, self.every_s = direction, every_s
+        self.rows: list[dict[str, Any]] = []
+        self.last = 0.0
+
+    def __call__(self, event: TrialEvent) -> None:
+        progress.publish(event)
+        value = f"{event.value:.6f}" if event.value is not None else event.info.get("error", "")
+        get_run_logger().info(
+            "trial %d %s %s (%s s) | done %d, failed %d, pruned %d, best %s (trial %s)",
+            event.number, event.state, value, event.info.get("seconds", "?"), event.done, event.failed, event.pruned, event.best_value, event.best_number,
+        )
+        if event.state == "COMPLETE":
+            self.rows.append({"trial": event.number, "value": round(event.value, 6), **{k: _round(v) for k, v in event.params.items()}})
+        if time.time() - self.last >= self.every_s:
+            self.publish(f"{event.done} trials done, {event.failed} failed, {event.pruned} pruned, best {event.best_value}")
+
+    def publish(self, description: str) -> None:
+        self.last = time.time()
+        rows = sorted(self.rows, key=lambda r: r["value"], reverse=self.direction == "maximize")[:20]
+        if rows:
+            create_table_artifact(rows, key=LEADERBOARD_KEY, description=description)
+
+
+def _round(v: Any) -> Any:
+    return round(v, 5) if isinstance(v, float) else v
+
+
+def publish_summary(result: RunResult) -> None:
+    create_markdown_artifact(summary_markdown(result), key=SUMMARY_KEY, description="tuneflow result")
+
+
+def summary_markdown(result: RunResult) -> str:
+    reg = result["registered"]
+    lines = [
+        f"# tuneflow: {result['dataset']}",
+        f"- best {result['metric']} (valid): **{result['best_value']:.6f}** (trial {result['best_trial']})",
+        f"- test {result['metric']}: {reg['test_value']:.6f}",
+        f"- model: `{reg['model_uri']}` alias **{reg['alias']}**",
+        f"- study: `{result['study_name']}` in `{result['storage']}`",
+        f"- data: `{result['manifest_uri']}` rows {result['rows']}",
+        "",
+        "| parameter | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in result["best_params"].items()],
+    ]
+    return "\n".join(lines)
+
+
+def study_plots(the_study: Any) -> dict[str, str]:
+    """Optuna's plots as standalone HTML (best effort: a plot needing more trials is skipped)."""
+    import optuna.visualization as vis
+
+    plots = {}
+    for name, make in [("optimization_history", vis.plot_optimization_history), ("param_importances", vis.plot_param_importances), ("parallel_coordinate", vis.plot_parallel_coordinate)]:
+        try:
+            plots[f"{name}.html"] = make(the_study).to_html(full_html=True, include_plotlyjs="cdn")
+        except Exception:  # e.g. importances need two or more complete trials
+            continue
+    return plots
+
+
+def results_storage(store_uri: str, options: dict[str, Any]) -> LocalFileSystem | RemoteFileSystem:
+    """Prefect's cached results (and so its cache keys) live in the store, shared by every run."""
+    base = objectstore.join(store_uri, "prefect-results")
+    block = RemoteFileSystem(basepath=base, settings=options) if "://" in store_uri else LocalFileSystem(basepath=base)
+    # Prefect only accepts saved blocks as result storage; one block per store.
+    block.save(f"tuneflow-results-{hashlib.sha256(base.encode()).hexdigest()[:12]}", overwrite=True)
+    return block

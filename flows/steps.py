@@ -1,0 +1,93 @@
+"""The flow's Prefect tasks: thin wrappers that add retries, caching and artifacts to the plain
+step functions in tasks/. Every Prefect task definition lives here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE as NO_CACHE
+from prefect.runtime import task_run as task_run_runtime
+from prefect.tasks import exponential_backoff
+
+from flows import artifacts
+from tasks import objectstore, register
+from tasks.contracts import DatasetManifest, TrialRequest
+from tasks.data import inputs, shard
+from tasks.engine.placement import Trainer
+from tasks.engine.resident import evaluate_model
+from tasks.errors import is_transient
+from tasks.settings import RunLocations
+from tasks.validation import validate_dataset, report_markdown, raise_if_failed
+
+
+def retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
+    """Retry lost workers, timeouts and storage hiccups; never a deterministic failure."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return exc is not None and is_transient(exc)
+
+
+def _key(prefix: str, *parts: Any) -> str:
+    return prefix + "-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(1.0), retry_jitter_factor=0.5, retry_condition_fn=retry_transient)
+
+
+@task(
+    name="validate",
+    cache_key_fn=lambda ctx, p: _key("validate", p["fp"], p["expectations"]),
+    persist_result=True,
+    result_serializer="json",
+    **RETRY,
+)
+def validate_task(files: list[dict], schema: dict, expectations: dict, storage_options: dict, fp: str) -> dict:
+    """Run the suite per partition on Dask; publish the report; stop the flow if it failed."""
+    report = validate_dataset(None, files, schema, expectations, storage_options)
+    artifacts.publish_validation_report(report_markdown(report), fp)
+    raise_if_failed(report)
+    return report
+
+
+@task(
+    name="shard",
+    cache_key_fn=lambda ctx, p: _key("shard", p["store"], p["name"], p["fp"]),
+    persist_result=True,
+    result_serializer="json",
+    **RETRY,
+)
+def shard_task(files: list[dict], schema: dict, profile: dict, store: str, name: str, fp: str, seed: int, row_key: str | None, storage_options: dict) -> DatasetManifest:
+    ddf = inputs.read_dataset(files, schema, storage_options)
+    return shard.shard_dataset(
+        ddf, files, schema, profile, store=store, name=name, fp=fp, seed=seed,
+        fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, storage_options=storage_options,
+    )
+
+
+@task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, **RETRY)
+def trial_task(number: int, request: TrialRequest, trainer: Trainer, model_uri: str, timeout_s: float | None) -> dict[str, Any]:
+    """Run one trial on the cluster and keep its model; returns the score and timings."""
+    result = trainer.run(request, timeout_s)
+    objectstore.write_bytes_atomic(model_uri, result.model_ubj, request.storage_options)
+    return {"value": result.value, **result.summary(), "model_uri": model_uri, "attempt": task_run_runtime.run_count}
+
+
+@task(name="register", cache_policy=NO_CACHE, **RETRY)
+def register_task(best: dict[str, Any], manifest: DatasetManifest, metric: str, direction: str, model_name: str, report: dict, plots: dict, where: RunLocations) -> dict:
+    import distributed
+
+    client = distributed.default_client()
+    fs, path = objectstore.filesystem(best["model_uri"], where.store_options)
+
+    def evaluate(model: bytes) -> float:
+        return client.submit(evaluate_model, model, manifest, metric, where.store_options, pure=False).result()
+
+    return register.register_best_model(
+        model_ubj=fs.cat_file(path), manifest=manifest, metric=metric, direction=direction, evaluate=evaluate,
+        params=best["params"], valid_value=best["value"], study_name=best["study_name"], trial_number=best["number"],
+        model_name=model_name, tracking_uri=where.tracking_uri, artifact_root=where.artifact_root,
+        validation_report=report, plots=plots,
+    )
+

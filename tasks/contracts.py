@@ -1,0 +1,200 @@
+"""Typed records that cross a process or step boundary, and the one home of tuneflow's defaults.
+
+Imports only the standard library: a Dask worker (or the GPU machine, which has no Prefect,
+Optuna, Great Expectations, MLflow or pydantic) loads this module to read a trial request.
+
+- `DatasetManifest`: what the shard step writes as `_manifest.json` and every later step reads.
+- `TrialRequest` / `TrialResult`: what the flow sends to a worker and what comes back.
+- `RunPlan`: the checked arguments of a run (the plan step's output).
+- `RunResult` / `RegisteredModel`: what the flow returns (a plain dict, JSON as it is).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict
+
+# Defaults: the CLI, the flow, the engine and the benchmarks all read them from here.
+DEFAULT_MAX_ROUNDS = 500
+DEFAULT_EARLY_STOPPING_ROUNDS = 30
+DEFAULT_MAX_BIN = 256
+DEFAULT_PARALLELISM = 2
+DEFAULT_N_TRIALS = 20
+COLLECTIVE_TIMEOUT_S = 300  # data-parallel: a lost peer fails the trial after this long, not never
+LABEL_COLUMN = "__label__"  # the encoded target inside every shard
+
+
+class Placement(enum.StrEnum):
+    AUTO = "auto"
+    TRIAL = "trial"  # trial-parallel: each worker holds the data and runs whole trials
+    DATA = "data"  # data-parallel: every trial spans all workers (xgboost.dask)
+
+
+class Device(enum.StrEnum):
+    AUTO = "auto"  # CUDA on a worker that has a GPU and a CUDA build of XGBoost, else CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Task(enum.StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
+class FeatureSpec(TypedDict):
+    name: str
+    kind: str  # "numeric" | "categorical"
+    categories: NotRequired[list[str]]  # categorical only: the code of a value is its index here
+
+
+class ShardFile(TypedDict):
+    path: str  # relative to the manifest's uri
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class SplitFiles(TypedDict):
+    rows: int
+    bytes: int
+    files: list[ShardFile]
+
+
+class DatasetManifest(TypedDict):
+    """`_manifest.json`: a dataset version exists only once this is written."""
+
+    format: str
+    name: str
+    fingerprint: str
+    uri: str
+    created_at: str
+    target: str
+    task: str
+    features: list[FeatureSpec]
+    classes: list[str] | None  # label values in code order; None for regression
+    row_key: str | None
+    split: dict[str, Any]
+    splits: dict[str, SplitFiles]  # "train" | "valid" | "test"
+    total_rows: int
+    total_bytes: int
+    sources: list[dict[str, Any]]
+    shard_code_version: str
+    shard_seconds: float
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """One unit of training sent to a worker: a configuration on a dataset version.
+
+    `init_model` continues training from a saved booster (`.ubj` bytes) for `num_boost_round`
+    more rounds; `noop_value` skips training and returns that value (orchestration benchmarks).
+    """
+
+    manifest: DatasetManifest
+    params: dict[str, Any]  # XGBoost parameters: the problem's fixed ones plus the sampled ones
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    number: int = 0
+    placement: Placement = Placement.TRIAL
+    device: Device = Device.AUTO
+    nthread: int | None = None  # None: cores per concurrent trial on the worker
+    num_boost_round: int = DEFAULT_MAX_ROUNDS
+    early_stopping_rounds: int | None = DEFAULT_EARLY_STOPPING_ROUNDS
+    collective_timeout_s: int = COLLECTIVE_TIMEOUT_S
+    init_model: bytes | None = None
+    noop_value: float | None = None
+
+    @property
+    def max_bin(self) -> int:
+        return int(self.params.get("max_bin", DEFAULT_MAX_BIN))
+
+    def for_trial(self, number: int, sampled: dict[str, Any]) -> TrialRequest:
+        """This request for one trial: the sampled parameters over the fixed ones."""
+        return dataclasses.replace(self, number=number, params={**self.params, **sampled})
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What a worker returns: the score, the model (UBJSON bytes) and where the time went."""
+
+    value: float
+    best_iteration: int
+    rounds: int
+    model_ubj: bytes
+    device: str
+    placement: str
+    history: tuple[float, ...] = ()  # the valid metric after every round trained
+    data_cache_hit: bool | None = None
+    matrix_cache_hit: bool | None = None
+    load_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+    pid: int | None = None
+    noop: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe fields worth keeping with the trial (no model bytes, no per-round history)."""
+        skip = {"model_ubj", "history", "value"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def trial_request(manifest: DatasetManifest, params: dict[str, Any] | None = None, **options: Any) -> TrialRequest:
+    """The one way tests, benchmarks and the flow build a request (options: TrialRequest's fields)."""
+    return TrialRequest(manifest=manifest, params=dict(params or {}), **options)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's arguments, checked before any work starts, and the inputs it will read."""
+
+    data: str
+    target: str
+    task: str
+    metric: str
+    direction: str
+    space: dict[str, Any]
+    expectations: dict[str, Any]
+    files: list[dict[str, Any]]
+    schema: dict[str, Any]
+    name: str
+    fingerprint: str
+    data_options: dict[str, Any]
+    enqueue: list[dict[str, Any]]
+
+
+class RegisteredModel(TypedDict):
+    model_name: str
+    version: int
+    alias: str  # "champion" | "challenger"
+    run_id: str
+    model_uri: str
+    test_value: float
+    previous_champion_version: int | None
+    previous_champion_test_value: float | None
+    reused: bool
+
+
+class RunResult(TypedDict):
+    """What the flow returns and writes to `<store>/reports/<study>.json`."""
+
+    dataset: str
+    fingerprint: str
+    manifest_uri: str
+    rows: dict[str, int]
+    study_name: str
+    storage: str
+    metric: str
+    direction: str
+    trials_this_run: int
+    failed_this_run: int
+    recovered_trials: list[int]
+    placement: str
+    best_trial: int
+    best_value: float
+    best_params: dict[str, Any]
+    registered: RegisteredModel
+    tune_seconds: float
+    report_uri: str

@@ -1,0 +1,66 @@
+"""Choosing and opening a placement: where a study's data lives and how its trials are sent."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from distributed import Client
+
+from tasks.contracts import DatasetManifest, Placement, TrialRequest, TrialResult
+from tasks.engine.data_parallel import DataParallelTrainer
+from tasks.engine.resident import run_trial
+
+# Bytes held in worker memory per byte of compressed Parquet in the train+valid splits (float32
+# arrays, the QuantileDMatrix and XGBoost's working set); measured ~3-4x on the sample data.
+MEMORY_PER_PARQUET_BYTE = 6.0
+
+
+class Trainer(Protocol):
+    """Runs one trial request somewhere on the cluster and returns its result."""
+
+    def run(self, request: TrialRequest, timeout_s: float | None = None) -> TrialResult: ...
+
+
+class ResidentTrainer:
+    """Trial-parallel: each trial runs whole on one worker, which keeps the data resident."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def run(self, request: TrialRequest, timeout_s: float | None = None) -> TrialResult:
+        future = self.client.submit(run_trial, request, pure=False, key=f"trial-{request.number}-{os.urandom(4).hex()}")
+        return future.result(timeout=timeout_s)
+
+
+def resident_bytes_estimate(manifest: DatasetManifest) -> int:
+    """Worker memory one resident copy of train+valid is expected to take."""
+    parquet = manifest["splits"]["train"]["bytes"] + manifest["splits"]["valid"]["bytes"]
+    return int(parquet * MEMORY_PER_PARQUET_BYTE)
+
+
+def worker_memory(client: Client) -> list[int]:
+    """Each worker's memory limit (0 where none is set)."""
+    return [int(w.get("memory_limit") or 0) for w in client.scheduler_info()["workers"].values()]
+
+
+def choose_placement(manifest: DatasetManifest, worker_memory: list[int], forced: str = Placement.AUTO) -> Placement:
+    """'trial' when a copy fits in half the smallest worker's memory, else 'data'."""
+    if forced != Placement.AUTO:
+        return Placement(forced)
+    limits = [m for m in worker_memory if m]  # 0/None: no limit set on that worker
+    if not limits:
+        return Placement.TRIAL
+    return Placement.TRIAL if resident_bytes_estimate(manifest) <= 0.5 * min(limits) else Placement.DATA
+
+
+@contextlib.contextmanager
+def open_trainer(client: Client, placement: Placement, manifest: DatasetManifest, storage_options: dict[str, Any]) -> Iterator[Trainer]:
+    """The trainer for `placement`, holding whatever cluster state it needs until the block ends."""
+    if placement == Placement.DATA:
+        with DataParallelTrainer(client, manifest, storage_options) as trainer:
+            yield trainer
+    else:
+        yield ResidentTrainer(client)

@@ -1,0 +1,32 @@
+"""Reading a study's outcome back: the best trial's full configuration and its saved model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from tasks import objectstore
+from tasks.errors import TuneflowError
+from tasks.tuning.loop import StudyOutcome
+from tasks.tuning.records import result_of
+from tasks.tuning.search_space import with_fixed
+
+
+def model_path(store: str, study_name: str, number: int) -> str:
+    """Where trial `number`'s model (.ubj) is kept."""
+    return objectstore.join(store, "studies", study_name, "models", f"trial-{number:05d}.ubj")
+
+
+def best_of_study(study: optuna.Study, space: dict[str, Any], outcome: StudyOutcome) -> dict[str, Any]:
+    """The best trial as register needs it; a clear error when no trial completed."""
+    if outcome.best_number is None:
+        raise TuneflowError(
+            f"No trial completed in study '{study.study_name}' ({outcome.failed} failed).",
+            "look at the trials' errors in the log; check the search space and the data.",
+        )
+    best = study.best_trial
+    return {
+        "study_name": study.study_name, "number": best.number, "value": float(best.value),
+        "params": with_fixed(space, best.params), "model_uri": result_of(best)["model_uri"],
+    }

@@ -1,0 +1,55 @@
+"""Durable study storage and opening (or resuming) a study."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from tasks.errors import TuneflowError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storage for sqlite:// and postgresql:// URLs, a journal file for anything else."""
+    if "://" in url and not url.startswith(("journal://", "file://")):
+        if not url.startswith(("sqlite", "postgresql", "mysql")):
+            raise TuneflowError(f"Unsupported study storage URL {url}.", "use a journal file path, sqlite:///FILE or postgresql://USER:PASS@HOST/DB.")
+        try:
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=None)
+        except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
+            raise TuneflowError(f"Cannot open study storage {url}: {str(exc).splitlines()[0]}.", "check that the database is running and the URL is right.") from exc
+    path = Path(url.split("://", 1)[-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def default_study_name(dataset: str, fp: str, task: str, metric: str, space: dict[str, Any]) -> str:
+    """Same data, problem and space -> same study, so re-running continues it."""
+    space_hash = hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{dataset}-{fp[:8]}-{task}-{metric}-{space_hash}"
+
+
+def open_study(storage_url: str, name: str, direction: str, seed: int) -> optuna.Study:
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
+    study = optuna.create_study(
+        storage=open_storage(storage_url), study_name=name, direction=direction, sampler=sampler, load_if_exists=True
+    )
+    if study.direction.name.lower() != direction:
+        raise TuneflowError(
+            f"Study '{name}' exists with direction {study.direction.name.lower()}, not {direction}.",
+            "use another --study-name or the metric the study was created with.",
+        )
+    return study
+
+
+def enqueue_configs(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
+    """Queue configurations to be asked first; one already queued or tried is not queued again."""
+    for params in configs:
+        study.enqueue_trial(params, skip_if_exists=True)
