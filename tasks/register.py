@@ -131,10 +131,13 @@ def predict_frame(booster: xgb.Booster, df: pd.DataFrame, manifest: DatasetManif
 
 def load_registered_booster(model_uri: str, tracking_uri: str) -> xgb.Booster:
     """The Booster behind a registered model URI ('models:/<name>@<alias>' or 'models:/<name>/<v>')."""
+    # Resolved through an explicit client: MLflow 3.17 resolves a models:/ URI with the process-wide
+    # registry URI and ignores the one passed in (a fresh process would look in ./mlflow.db).
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = _resolve_model_uri(client, model_uri)
+    source = client.get_model_version_download_uri(version.name, version.version)
     with tempfile.TemporaryDirectory(prefix="tuneflow-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
         model = mlflow.xgboost.load_model(local)
     return model if isinstance(model, xgb.Booster) else model.get_booster()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -214,3 +217,17 @@ def test_champion_on_other_features_is_not_replaced_silently(world):
     new = reg(world, world["good"], 1, "schema-change", evaluate=evaluate)
     assert new["alias"] == "challenger" and new["version"] == 2
     assert int(client(world).get_model_version_by_alias("schema-change", "champion").version) == 1
+
+
+def test_a_fresh_process_loads_the_registered_model(world, tmp_path):
+    """As the README shows it: a new Python process, nothing set but the arguments."""
+    reg(world, world["good"], 0, "fresh")
+    code = (
+        "import sys; from tasks.register import load_registered_booster as load; "
+        "b = load('models:/fresh@champion', sys.argv[1]); print(b.num_boosted_rounds())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-c", code, world["tracking_uri"]], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) > 0
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written where the process happened to run
