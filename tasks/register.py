@@ -170,7 +170,7 @@ def register_best_model(
     plots: dict[str, str] | None = None,
     input_example: pd.DataFrame | None = None,
     experiment_name: str = "tuneflow",
-) -> dict[str, Any]:
+) -> RegisteredModel:
     """Log and register the best trial's model; make it champion only if it beats the current one."""
     if direction not in ("maximize", "minimize"):
         raise TuneflowError(f"Unknown optimisation direction '{direction}'.", "use 'maximize' or 'minimize'.")
@@ -389,7 +389,7 @@ def _decide_alias(
     return alias, previous, previous_value
 
 
-def _reused_result(client: MlflowClient, version: ModelVersion, model_name: str) -> dict[str, Any]:
+def _reused_result(client: MlflowClient, version: ModelVersion, model_name: str) -> RegisteredModel:
     """The answer for an already registered trial; `alias` is 'champion' only if it still holds it."""
     champion = _champion(client, model_name)
     previous = version.tags.get(TAG_PREVIOUS_CHAMPION, "")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import rankdata
