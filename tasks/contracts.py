@@ -24,6 +24,9 @@ DEFAULT_PARALLELISM = 2
 DEFAULT_N_TRIALS = 20
 COLLECTIVE_TIMEOUT_S = 300  # data-parallel: a lost peer fails the trial after this long, not never
 LABEL_COLUMN = "__label__"  # the encoded target inside every shard
+REDUCTION_FACTOR = 3  # eta: rungs of successive halving / Hyperband, data fractions 1/9, 1/3, 1
+DEFAULT_POPULATION = 8
+DEFAULT_PBT_SEGMENTS = 5  # PBT: max_rounds trained in this many segments, exploit/explore between
 
 
 class Placement(enum.StrEnum):
@@ -36,6 +39,30 @@ class Device(enum.StrEnum):
     AUTO = "auto"  # CUDA on a worker that has a GPU and a CUDA build of XGBoost, else CPU
     CPU = "cpu"
     CUDA = "cuda"
+
+
+class Pruner(enum.StrEnum):
+    NONE = "none"  # every trial trains to the end (early stopping only)
+    MEDIAN = "median"
+    PERCENTILE = "percentile"
+    SHA = "sha"  # asynchronous successive halving (ASHA)
+    HYPERBAND = "hyperband"
+
+
+class Fidelity(enum.StrEnum):
+    ROUNDS = "rounds"  # rungs over boosting rounds, continued from the live booster
+    DATA = "data"  # rungs over nested fractions of the train rows (1/9, 1/3, 1), each trained afresh
+    BOTH = "both"  # rung k: fraction eta^-(K-1-k) of the rows and of max_rounds
+
+
+class Strategy(enum.StrEnum):
+    SEARCH = "search"  # a sampler proposes configurations, a pruner stops bad ones
+    PBT = "pbt"  # population-based training: exploit a better member's booster, explore its parameters
+
+
+class Schedule(enum.StrEnum):
+    ASYNC = "async"  # a new trial starts as soon as a slot is free
+    SYNC = "sync"  # batches of `parallelism` trials: the next batch starts when the whole batch is done
 
 
 class Task(enum.StrEnum):
@@ -89,8 +116,13 @@ class DatasetManifest(TypedDict):
 class TrialRequest:
     """One unit of training sent to a worker: a configuration on a dataset version.
 
-    `init_model` continues training from a saved booster (`.ubj` bytes) for `num_boost_round`
-    more rounds; `noop_value` skips training and returns that value (orchestration benchmarks).
+    A unit trains `num_boost_round` more rounds. It continues a booster when one is given: the
+    live one the worker kept under `live_key` if that is the booster saved at `resume_from`, else
+    the one saved at `resume_from` (a `.ubj` URI in the store) or `init_model` (`.ubj` bytes).
+    `checkpoint_uri` asks for the whole booster back (for the next unit) and names where the flow
+    keeps it. `best_so_far` (round, value) carries early stopping across units. `fraction` trains
+    on that nested, deterministic share of the train rows. `noop_value` skips training and returns
+    that value (orchestration benchmarks).
     """
 
     manifest: DatasetManifest
@@ -105,6 +137,11 @@ class TrialRequest:
     collective_timeout_s: int = COLLECTIVE_TIMEOUT_S
     init_model: bytes | None = None
     noop_value: float | None = None
+    fraction: float = 1.0
+    resume_from: str | None = None
+    live_key: str | None = None
+    checkpoint_uri: str | None = None
+    best_so_far: tuple[int, float] | None = None
 
     @property
     def max_bin(self) -> int:
@@ -117,15 +154,25 @@ class TrialRequest:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What a worker returns: the score, the model (UBJSON bytes) and where the time went."""
+    """What a worker returns: the score, the model (UBJSON bytes) and where the time went.
+
+    `value`/`best_iteration` are the best over every round the booster has (this unit's and the
+    ones it continued); `model_ubj` is the booster cut at that round; `checkpoint_ubj` the whole
+    booster, when the request asked for it.
+    """
 
     value: float
     best_iteration: int
-    rounds: int
+    rounds: int  # rounds trained in this unit
     model_ubj: bytes
     device: str
     placement: str
-    history: tuple[float, ...] = ()  # the valid metric after every round trained
+    history: tuple[float, ...] = ()  # the valid metric after every round trained in this unit
+    total_rounds: int = 0  # rounds in the booster after this unit
+    stopped_early: bool = False  # early stopping ended this unit before num_boost_round
+    resumed: str = "scratch"  # scratch | live | checkpoint: where this unit's booster came from
+    fraction: float = 1.0
+    checkpoint_ubj: bytes | None = None
     data_cache_hit: bool | None = None
     matrix_cache_hit: bool | None = None
     load_seconds: float = 0.0
@@ -137,7 +184,7 @@ class TrialResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe fields worth keeping with the trial (no model bytes, no per-round history)."""
-        skip = {"model_ubj", "history", "value"}
+        skip = {"model_ubj", "checkpoint_ubj", "history", "value"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 

@@ -118,3 +118,55 @@ def test_auto_device_follows_the_gpus_this_process_sees() -> None:
     assert resolve_device("cpu") == "cpu"
     with pytest.raises(ValueError):
         resolve_device("tpu")
+
+
+def test_rungs_continue_the_live_booster_or_the_saved_one(tmp_path: Path, frames: pd.DataFrame) -> None:
+    """Two units of 10 rounds equal one of 20, whether the second continues the booster the worker
+    kept live or the copy saved in the store (after the worker lost it)."""
+    df = frames.drop(columns=["y_multi", "y_reg"])
+    manifest = make_manifest(tmp_path, df, "y_bin", "binary", {"color": ["blue", "green", "red"]}, {"0": 1, "1": 1})
+    base = trial_request(manifest, {**objective_params("binary", 2, "logloss"), "max_depth": 3, "learning_rate": 0.2, "max_bin": 64}, device="cpu", nthread=1, early_stopping_rounds=None)
+    resident.release_data()
+    whole = resident.run_trial(dataclasses.replace(base, num_boost_round=20))
+    saved = tmp_path / "rung-0.ubj"
+    first = resident.run_trial(dataclasses.replace(base, num_boost_round=10, live_key="t1", checkpoint_uri=str(saved)))
+    saved.write_bytes(first.checkpoint_ubj)  # what the flow does with a unit's checkpoint
+    assert "t1" in resident.live_keys() and first.resumed == "scratch"
+    cont = dataclasses.replace(base, num_boost_round=10, live_key="t1", resume_from=str(saved), best_so_far=(first.best_iteration, first.value))
+    live = resident.run_trial(cont)
+    assert live.resumed == "live" and live.total_rounds == 20
+    assert np.allclose(first.history + live.history, whole.history, rtol=1e-5)
+    resident.release_data()  # the worker restarted: only the saved copy is left
+    from_store = resident.run_trial(cont)
+    assert from_store.resumed == "checkpoint" and np.allclose(from_store.history, live.history, rtol=1e-5)
+    (tmp_path / "elsewhere.ubj").write_bytes(first.checkpoint_ubj)
+    other = resident.run_trial(dataclasses.replace(cont, resume_from=str(tmp_path / "elsewhere.ubj")))
+    assert other.resumed == "checkpoint"  # a live booster is used only for the checkpoint it equals
+
+
+def test_early_stopping_spans_units(tmp_path: Path, frames: pd.DataFrame) -> None:
+    df = frames.drop(columns=["y_multi", "y_reg"])
+    manifest = make_manifest(tmp_path, df, "y_bin", "binary", {"color": ["blue", "green", "red"]}, {"0": 1, "1": 1})
+    request = trial_request(manifest, {**objective_params("binary", 2, "auc"), "max_depth": 6, "learning_rate": 0.5, "max_bin": 64}, device="cpu", nthread=1, num_boost_round=400, early_stopping_rounds=5)
+    one = resident.run_trial(request)
+    assert one.stopped_early and one.rounds == one.best_iteration + 6
+    # a unit told of a better round 3 than any it trains stops 5 rounds after it and keeps that best
+    later = resident.run_trial(dataclasses.replace(request, best_so_far=(3, 2.0)))
+    assert later.stopped_early and later.rounds == 9 and (later.best_iteration, later.value) == (3, 2.0)
+
+
+def test_data_fractions_are_nested_deterministic_subsets(tmp_path: Path, frames: pd.DataFrame) -> None:
+    from tasks.engine.fractions import subset_rows
+
+    ninth, third = subset_rows(9000, 1 / 9, "fp"), subset_rows(9000, 1 / 3, "fp")
+    assert len(ninth) == 1000 and len(third) == 3000 and set(ninth) <= set(third)
+    assert np.array_equal(ninth, subset_rows(9000, 1 / 9, "fp")) and not np.array_equal(ninth, subset_rows(9000, 1 / 9, "other"))
+    assert subset_rows(10, 1.0, "fp") is None
+    df = frames.drop(columns=["y_multi", "y_reg"])
+    manifest = make_manifest(tmp_path, df, "y_bin", "binary", {"color": ["blue", "green", "red"]}, {"0": 1, "1": 1})
+    request = trial_request(manifest, {**objective_params("binary", 2, "auc"), "max_bin": 64}, device="cpu", nthread=1, num_boost_round=5, fraction=1 / 3)
+    resident.release_data()
+    a, b = resident.run_trial(request), resident.run_trial(request.for_trial(1, {}))
+    assert not a.matrix_cache_hit and b.matrix_cache_hit and a.history == b.history and a.fraction == pytest.approx(1 / 3)
+    data, _ = resident.resident_data(manifest, {}, "cpu")
+    assert data.matrices_for(64, 1 / 3)[0].num_row() == int(np.ceil(manifest["splits"]["train"]["rows"] / 3))

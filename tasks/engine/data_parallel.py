@@ -20,7 +20,7 @@ from distributed import Client
 from tasks.contracts import LABEL_COLUMN, DatasetManifest, Placement, TrialRequest, TrialResult
 from tasks.engine.encoding import feature_names, feature_types
 from tasks.engine.shards import read_frames, split_arrays, split_uris
-from tasks.engine.training import booster_result, noop_result, resolve_device, train_kwargs, xgb_params
+from tasks.engine.training import BoostLog, maximizes, noop_result, resolve_device, saved_booster, unit_result, xgb_params
 
 
 class PersistedSplits:
@@ -103,8 +103,24 @@ class DataParallelTrainer:
         dtrain = xgb.dask.DaskQuantileDMatrix(self.client, X, y, **kw)
         dvalid = xgb.dask.DaskQuantileDMatrix(self.client, Xv, yv, ref=dtrain, **kw)
         built = time.perf_counter()
+        params = xgb_params(request, device)
+        saved = saved_booster(request)
         out = xgb.dask.train(
-            self.client, xgb_params(request, device), dtrain, **train_kwargs(request, [(dvalid, "valid")]),
+            self.client, params, dtrain, num_boost_round=int(request.num_boost_round), evals=[(dvalid, "valid")],
+            early_stopping_rounds=request.early_stopping_rounds, verbose_eval=False,
+            xgb_model=xgb.Booster(model_file=bytearray(saved)) if saved else None,
             coll_cfg=xgb.collective.Config(timeout=int(request.collective_timeout_s)),
         )
-        return booster_result(out["booster"], out["history"], device=device, placement=Placement.DATA.value, started=started, built=built, trained=time.perf_counter())
+        booster = out["booster"]
+        history = [float(v) for v in next(iter(out["history"]["valid"].values()))]
+        log = _log_of(history, booster.num_boosted_rounds() - len(history), maximizes(str(params.get("eval_metric", ""))), request)
+        return unit_result(booster, log, request, device=device, started=started, built=built, trained=time.perf_counter(), resumed="checkpoint" if saved else "scratch")
+
+
+def _log_of(history: list[float], start: int, maximize: bool, request: TrialRequest) -> BoostLog:
+    """The BoostLog of rounds xgboost.dask.train ran (its early stopping does not span units)."""
+    best = request.best_so_far
+    for i, value in enumerate(history, start):
+        if best is None or (value > best[1] if maximize else value < best[1]):
+            best = (i, value)
+    return BoostLog(history, best, len(history) < int(request.num_boost_round))

@@ -1,6 +1,8 @@
 """Trial-parallel placement: each worker loads a dataset version once and runs trial after trial
 against it. One QuantileDMatrix pair per `max_bin` stays resident (on the worker's GPU when the
-device is CUDA), so a trial pays for its boosting rounds only.
+device is CUDA), plus one train matrix per data fraction, cut with the full matrix's bins. A
+unit that asks for `live_key` leaves its booster live on the worker, so the trial's next unit
+(a rung, a PBT segment) continues it without reloading or re-predicting its trees.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,19 +19,23 @@ import xgboost as xgb
 
 from tasks.contracts import DatasetManifest, TrialRequest, TrialResult
 from tasks.engine.encoding import feature_names, feature_types
+from tasks.engine.fractions import subset_rows
 from tasks.engine.shards import load_split
-from tasks.engine.training import booster_result, noop_result, resolve_device, train_kwargs, xgb_params
+from tasks.engine.training import boost, maximizes, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
 
 _LOCK = threading.Lock()
 _CACHE: dict[str, ResidentData] = {}  # one dataset at a time, keyed by fingerprint + device
+_LIVE: OrderedDict[str, LiveBooster] = OrderedDict()  # live boosters by key, least recently used first
+MAX_LIVE = 32  # a live booster holds its trees and a prediction cache per matrix (floats per row)
 
 
 class ResidentData:
-    """One dataset held by a worker: host (or device) arrays, plus a QuantileDMatrix pair per max_bin."""
+    """One dataset held by a worker: host (or device) arrays, plus QuantileDMatrix objects per
+    (max_bin, fraction)."""
 
     def __init__(self, manifest: DatasetManifest, storage_options: dict[str, Any], device: str) -> None:
         started = time.perf_counter()
-        self.device = device
+        self.device, self.fingerprint = device, manifest["fingerprint"]
         self.train, self.y = load_split(manifest, "train", storage_options)
         self.valid, self.yv = load_split(manifest, "valid", storage_options)
         self.names, self.types = feature_names(manifest["features"]), feature_types(manifest["features"])
@@ -36,18 +44,32 @@ class ResidentData:
 
             self.train, self.valid = cupy.asarray(self.train), cupy.asarray(self.valid)
             self.y, self.yv = cupy.asarray(self.y), cupy.asarray(self.yv)
-        self.matrices: dict[int, tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]] = {}
+        self.matrices: dict[tuple[int, float], tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]] = {}
+        self.build_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - started
 
-    def matrices_for(self, max_bin: int) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix, bool]:
-        """(train, valid, cache_hit) for this max_bin, building them on first use."""
-        if max_bin in self.matrices:
-            return *self.matrices[max_bin], True
-        kw = {"feature_names": self.names, "feature_types": self.types, "enable_categorical": True}
-        dtrain = xgb.QuantileDMatrix(self.train, label=self.y, max_bin=max_bin, **kw)
-        dvalid = xgb.QuantileDMatrix(self.valid, label=self.yv, ref=dtrain, max_bin=max_bin, **kw)
-        self.matrices[max_bin] = (dtrain, dvalid)
-        return dtrain, dvalid, False
+    def matrices_for(self, max_bin: int, fraction: float = 1.0) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix, bool]:
+        """(train, valid, cache_hit) for this max_bin and fraction of the train rows, built on first use."""
+        with self.build_lock:  # two trials asking for a new max_bin at once build it once
+            if (max_bin, fraction) in self.matrices:
+                return *self.matrices[(max_bin, fraction)], True
+            kw = {"feature_names": self.names, "feature_types": self.types, "enable_categorical": True}
+            if (max_bin, 1.0) not in self.matrices:
+                dtrain = xgb.QuantileDMatrix(self.train, label=self.y, max_bin=max_bin, **kw)
+                self.matrices[(max_bin, 1.0)] = (dtrain, xgb.QuantileDMatrix(self.valid, label=self.yv, ref=dtrain, max_bin=max_bin, **kw))
+            full, dvalid = self.matrices[(max_bin, 1.0)]
+            if fraction < 1.0:
+                rows = subset_rows(len(self.y), fraction, self.fingerprint)
+                sub = xgb.QuantileDMatrix(self.train[rows], label=self.y[rows], ref=full, max_bin=max_bin, **kw)  # the full matrix's bins
+                self.matrices[(max_bin, fraction)] = (sub, dvalid)
+            return *self.matrices[(max_bin, fraction)], False
+
+
+@dataclass
+class LiveBooster:
+    booster: xgb.Booster
+    checkpoint_uri: str  # the saved copy this booster equals; a unit resuming from it may use it
+    matrix: tuple[int, float]  # (max_bin, fraction) it was trained on: its prediction cache
 
 
 def resident_data(manifest: DatasetManifest, storage_options: dict[str, Any], device: str) -> tuple[ResidentData, bool]:
@@ -62,28 +84,67 @@ def resident_data(manifest: DatasetManifest, storage_options: dict[str, Any], de
 
 
 def release_data() -> int:
-    """Drop every resident dataset (frees GPU memory too); returns how many were dropped."""
+    """Drop every resident dataset and live booster (frees GPU memory too); returns how many datasets were dropped."""
     n = len(_CACHE)
     _CACHE.clear()
+    _LIVE.clear()
     gc.collect()
     return n
 
 
+def _take_live(request: TrialRequest, matrix: tuple[int, float]) -> xgb.Booster | None:
+    """The live booster for this request if it is the one saved at `resume_from`, on the same matrix."""
+    if not (request.live_key and request.resume_from):
+        return None
+    with _LOCK:
+        live = _LIVE.pop(request.live_key, None)
+    if live is None or live.checkpoint_uri != request.resume_from or live.matrix != matrix:
+        return None
+    return live.booster
+
+
+def _keep_live(request: TrialRequest, booster: xgb.Booster, matrix: tuple[int, float]) -> None:
+    if not (request.live_key and request.checkpoint_uri):
+        return
+    with _LOCK:
+        _LIVE[request.live_key] = LiveBooster(booster, request.checkpoint_uri, matrix)
+        while len(_LIVE) > MAX_LIVE:
+            _LIVE.popitem(last=False)
+
+
+def live_keys() -> list[str]:
+    """Keys of the boosters this worker keeps live (tests, diagnostics)."""
+    with _LOCK:
+        return list(_LIVE)
+
+
 def run_trial(request: TrialRequest) -> TrialResult:
-    """Train one configuration on this worker's resident data, early stopping on the valid split."""
+    """Train one unit of a configuration on this worker's resident data, early stopping on the valid split."""
     started = time.perf_counter()
     if request.noop_value is not None:
         return noop_result(request, started)
     device = resolve_device(request.device)
     data, data_hit = resident_data(request.manifest, request.storage_options, device)
-    dtrain, dvalid, matrix_hit = data.matrices_for(request.max_bin)
+    matrix = (request.max_bin, request.fraction)
+    dtrain, dvalid, matrix_hit = data.matrices_for(*matrix)
+    params = xgb_params(request, device)
+    booster, resumed = _take_live(request, matrix), "live"
+    if booster is not None:
+        booster.set_param(params)  # PBT may have changed learning rate, subsampling, regularisation
+    else:
+        saved = saved_booster(request)
+        booster, resumed = new_booster(params, [dtrain, dvalid], saved), "checkpoint" if saved else "scratch"
     built = time.perf_counter()
-    evals_result: dict[str, Any] = {}
-    booster = xgb.train(xgb_params(request, device), dtrain, evals_result=evals_result, **train_kwargs(request, [(dvalid, "valid")]))
-    return booster_result(
-        booster, evals_result, device=device, placement=request.placement.value, started=started, built=built,
-        trained=time.perf_counter(), data_cache_hit=data_hit, matrix_cache_hit=matrix_hit,
-        load_seconds=0.0 if data_hit else round(data.load_seconds, 4),
+    log = boost(
+        booster, dtrain, dvalid, start=booster.num_boosted_rounds(), rounds=int(request.num_boost_round),
+        early_stopping_rounds=request.early_stopping_rounds, maximize=maximizes(str(params.get("eval_metric", ""))),
+        best_so_far=request.best_so_far,
+    )
+    trained = time.perf_counter()
+    _keep_live(request, booster, matrix)
+    return unit_result(
+        booster, log, request, device=device, started=started, built=built, trained=trained, resumed=resumed,
+        data_cache_hit=data_hit, matrix_cache_hit=matrix_hit, load_seconds=0.0 if data_hit else round(data.load_seconds, 4),
     )
 
 

@@ -1,15 +1,17 @@
 """What both placements share: device resolution, the XGBoost parameters of a request and the
-result built from a trained booster. A placement only decides where the data lives and which
-`train` runs (xgboost.train on one worker, xgboost.dask.train over all of them).
+result built from a trained booster. A placement only decides where the data lives and where
+`boost` runs (on one worker, or on every worker inside one collective).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import xgboost as xgb
@@ -58,53 +60,107 @@ def xgb_params(request: TrialRequest, device: str) -> dict[str, Any]:
     return params
 
 
-def init_booster(request: TrialRequest) -> xgb.Booster | None:
-    """The booster to continue from, if the request continues one."""
-    return xgb.Booster(model_file=bytearray(request.init_model)) if request.init_model else None
+# XGBoost's own rule for which eval metrics improve upward (xgboost/callback.py, EarlyStopping).
+_MAXIMIZE_PREFIXES = ("auc", "aucpr", "pre", "pre@", "map", "ndcg", "auc@", "aucpr@", "map@", "ndcg@")
 
 
-def train_kwargs(request: TrialRequest, evals: list[tuple[Any, str]]) -> dict[str, Any]:
-    """`train` keyword arguments common to xgboost.train and xgboost.dask.train."""
-    return {
-        "num_boost_round": int(request.num_boost_round),
-        "evals": evals,
-        "early_stopping_rounds": request.early_stopping_rounds,
-        "verbose_eval": False,
-        "xgb_model": init_booster(request),
-    }
+def maximizes(metric: str) -> bool:
+    """Whether a larger value of XGBoost eval metric `metric` is better."""
+    return metric.startswith(_MAXIMIZE_PREFIXES)
 
 
-def booster_result(
+def saved_booster(request: TrialRequest) -> bytes | None:
+    """The `.ubj` bytes this request continues from (store URI first, then inline bytes)."""
+    if request.resume_from:
+        from tasks.objectstore import filesystem  # fsspec only
+
+        fs, path = filesystem(request.resume_from, request.storage_options)
+        return fs.cat_file(path)
+    return request.init_model
+
+
+def new_booster(params: dict[str, Any], cache: list[Any], model: bytes | None) -> xgb.Booster:
+    """A booster over `cache` (train first): empty, or loaded from `.ubj` bytes, which makes
+    XGBoost predict every saved tree once to fill its prediction cache."""
+    booster = xgb.Booster(params, cache, model_file=bytearray(model) if model else None)
+    booster.set_param(params)
+    return booster
+
+
+@dataclass
+class BoostLog:
+    """What a run of boosting rounds saw: the valid metric per round and the best round so far."""
+
+    history: list[float]
+    best: tuple[int, float] | None
+    stopped_early: bool
+
+
+def boost(
     booster: xgb.Booster,
-    evals_result: dict[str, Any],
+    dtrain: Any,
+    dvalid: Any,
+    *,
+    start: int,
+    rounds: int,
+    early_stopping_rounds: int | None,
+    maximize: bool,
+    best_so_far: tuple[int, float] | None = None,
+) -> BoostLog:
+    """Train `rounds` more rounds in place, scoring `dvalid` after each one.
+
+    What xgboost.train does, without rebuilding the booster: `train(xgb_model=booster)` copies
+    the model through its serialised form and so loses the prediction cache, and a continued
+    unit would then pay for predicting every existing tree again. Early stopping counts from
+    `best_so_far`, so it spans units; the rule is XGBoost's (stop `early_stopping_rounds`
+    rounds after the last improvement). Works inside a collective (data-parallel) context too.
+    """
+    history: list[float] = []
+    best = best_so_far
+    for i in range(start, start + rounds):
+        booster.update(dtrain, i)
+        value = float(booster.eval_set([(dvalid, "valid")], i).rsplit(":", 1)[1])
+        history.append(value)
+        if not math.isnan(value) and (best is None or (value > best[1] if maximize else value < best[1])):
+            best = (i, value)
+        if early_stopping_rounds and best is not None and i - best[0] >= early_stopping_rounds:
+            return BoostLog(history, best, True)
+    return BoostLog(history, best, False)
+
+
+def unit_result(
+    booster: xgb.Booster,
+    log: BoostLog,
+    request: TrialRequest,
     *,
     device: str,
-    placement: str,
     started: float,
     built: float,
     trained: float,
-    **timings: Any,
+    **extra: Any,
 ) -> TrialResult:
-    """The trial's result: best score (early stopping) or last, the model cut at its best round."""
-    history = tuple(float(v) for v in next(iter(evals_result["valid"].values())))
-    try:
-        best_iteration, value = int(booster.best_iteration), float(booster.best_score)
-        model = booster[: best_iteration + 1]
-    except AttributeError:  # no early stopping: the model as trained
-        best_iteration, value, model = booster.num_boosted_rounds() - 1, history[-1], booster
+    """The unit's result: the best round over the whole booster, the model cut there, and the
+    whole booster when the request asked for a checkpoint."""
+    total = booster.num_boosted_rounds()
+    best_iteration, value = log.best if log.best is not None else (total - 1, log.history[-1] if log.history else math.nan)
+    model = booster if best_iteration + 1 >= total else booster[: best_iteration + 1]
     return TrialResult(
-        value=value,
-        best_iteration=best_iteration,
-        rounds=len(history),
+        value=float(value),
+        best_iteration=int(best_iteration),
+        rounds=len(log.history),
         model_ubj=bytes(model.save_raw(raw_format="ubj")),
         device=device,
-        placement=placement,
-        history=history,
+        placement=request.placement.value,
+        history=tuple(log.history),
+        total_rounds=total,
+        stopped_early=log.stopped_early,
+        fraction=request.fraction,
+        checkpoint_ubj=bytes(booster.save_raw(raw_format="ubj")) if request.checkpoint_uri else None,
         setup_seconds=round(built - started, 4),
         train_seconds=round(trained - built, 4),
         seconds=round(time.perf_counter() - started, 4),
         pid=os.getpid(),
-        **timings,
+        **extra,
     )
 
 
