@@ -11,7 +11,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tasks.contracts import DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, Device, Placement, Task
+from tasks.contracts import (
+    DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_FIDELITY, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, DEFAULT_POPULATION, DEFAULT_PRUNER,
+    Device, Placement, Schedule, Strategy, Task,
+)
 
 # Prefect's temporary server phones home on a timer and logs a traceback when SQLite is busy.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -58,13 +61,20 @@ def run(
     model_name: Optional[str] = typer.Option(None, "--model-name", help="MLflow registered model name (default: tuneflow-<dataset>)."),
     max_rounds: int = typer.Option(DEFAULT_MAX_ROUNDS, "--max-rounds", help="Boosting rounds at most per trial."),
     early_stopping_rounds: int = typer.Option(DEFAULT_EARLY_STOPPING_ROUNDS, "--early-stopping-rounds"),
+    strategy: str = typer.Option(Strategy.SEARCH.value, "--strategy", help="search (sampler + pruner) | pbt (population-based training)."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help=f"none | median | percentile | sha | hyperband (default: {DEFAULT_PRUNER.value}; none with pbt)."),
+    fidelity: str = typer.Option(DEFAULT_FIDELITY.value, "--fidelity", help="What a pruner's rungs grow: rounds | data (train-row fractions 1/9, 1/3, 1) | both."),
+    schedule: str = typer.Option(Schedule.ASYNC.value, "--schedule", help="async (a trial starts when a slot frees) | sync (batches of --parallelism)."),
+    population: int = typer.Option(DEFAULT_POPULATION, "--population", help="PBT: members trained together."),
 ) -> None:
     """Tune XGBoost on DATA for TARGET and register the best model."""
     from tasks.errors import TuneflowError
     from tasks.plan import plan_run
+    from tasks.tuning.choices import search_choices
 
     try:
         chosen_device, chosen_placement = _choice(Device, device, "--device"), _choice(Placement, placement, "--placement")
+        choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds)
         # Checked here, before the temporary Prefect server starts; the flow reuses this plan.
         plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
     except TuneflowError as exc:
@@ -78,7 +88,7 @@ def run(
         SpinnerColumn(), TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=console, transient=False,
     )
-    bar = display.add_task("starting: validate and shard", total=n_trials)
+    bar = display.add_task("starting: validate and shard", total=population if choices.strategy == Strategy.PBT else n_trials)
 
     def on_event(event) -> None:
         best = f"{event.best_value:.5f} (#{event.best_number})" if event.best_value is not None else "-"
@@ -92,6 +102,8 @@ def run(
                 parallelism=parallelism, space=space, expectations=expectations, storage=storage, store=store,
                 dask_address=dask_address, device=chosen_device, placement=chosen_placement, enqueue=enqueue, seed=seed, row_key=row_key,
                 study_name=study_name, model_name=model_name, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
+                strategy=choices.strategy, pruner=None if pruner is None else choices.pruner, fidelity=choices.fidelity,
+                schedule=choices.schedule, population=population,
             )
     except TuneflowError as exc:  # DataValidationError included
         _fail(exc)
@@ -100,7 +112,8 @@ def run(
 
     reg, settings = result["registered"], get_settings()
     out = Console(soft_wrap=True)
-    out.print(f"\n[bold green]Done.[/] best {result['metric']} (valid) = [bold]{result['best_value']:.6f}[/] (trial {result['best_trial']}), test = {reg['test_value']:.6f}")
+    tuned = f"{result['trials_this_run']} trials this run ({result['pruned_this_run']} pruned, {result['failed_this_run']} failed)"
+    out.print(f"\n[bold green]Done.[/] {tuned}; best {result['metric']} (valid) = [bold]{result['best_value']:.6f}[/] (trial {result['best_trial']}), test = {reg['test_value']:.6f}")
     out.print("best parameters:")
     for key, value in result["best_params"].items():
         out.print(f"  {key} = {value}")

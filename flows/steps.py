@@ -70,8 +70,10 @@ def shard_task(files: list[dict], schema: dict, profile: dict, store: str, name:
 def trial_task(number: int, request: TrialRequest, trainer: Trainer, model_uri: str, timeout_s: float | None) -> dict[str, Any]:
     """Run one trial on the cluster and keep its model; returns the score and timings."""
     result = trainer.run(request, timeout_s)
+    if request.checkpoint_uri and result.checkpoint_ubj is not None:  # the next rung or segment continues from it
+        objectstore.write_bytes_atomic(request.checkpoint_uri, result.checkpoint_ubj, request.storage_options)
     objectstore.write_bytes_atomic(model_uri, result.model_ubj, request.storage_options)
-    return {"value": result.value, **result.summary(), "model_uri": model_uri, "attempt": task_run_runtime.run_count}
+    return {"value": result.value, **result.summary(), "model_uri": model_uri, "checkpoint_uri": request.checkpoint_uri, "attempt": task_run_runtime.run_count}
 
 
 @task(name="register", cache_policy=NO_CACHE, **RETRY)
@@ -88,6 +90,6 @@ def register_task(best: dict[str, Any], manifest: DatasetManifest, metric: str, 
         model_ubj=fs.cat_file(path), manifest=manifest, metric=metric, direction=direction, evaluate=evaluate,
         params=best["params"], valid_value=best["value"], study_name=best["study_name"], trial_number=best["number"],
         model_name=model_name, tracking_uri=where.tracking_uri, artifact_root=where.artifact_root,
-        validation_report=report, plots=plots,
+        validation_report=report, plots=plots, schedule=best.get("schedule"),
     )
 

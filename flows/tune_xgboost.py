@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import artifacts, steps
+from flows import artifacts, steps, strategies
 from tasks import objectstore
 from tasks.contracts import (
-    DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM,
-    Device, Placement, RunResult, Task, trial_request,
+    DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_FIDELITY, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, DEFAULT_POPULATION,
+    Device, Fidelity, Placement, Pruner, RunResult, Schedule, Strategy, Task, trial_request,
 )
 from tasks.data.shard import MANIFEST
 from tasks.engine.cluster import dask_client, trial_threads
@@ -22,8 +22,9 @@ from tasks.engine.resident import release_data
 from tasks.plan import plan_run
 from tasks.problem import objective_params
 from tasks.settings import resolve_locations
-from tasks.tuning.loop import run_study
-from tasks.tuning.results import best_of_study, model_path
+from tasks.tuning.choices import check_placement, search_choices
+from tasks.tuning.results import best_of_study
+from tasks.tuning.rungs import make_pruner
 from tasks.tuning.studies import default_study_name, enqueue_configs, open_study
 
 
@@ -51,9 +52,15 @@ def tune_xgboost(
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     early_stopping_rounds: int = DEFAULT_EARLY_STOPPING_ROUNDS,
     trial_timeout: float | None = None,
+    strategy: Strategy = Strategy.SEARCH,
+    pruner: Pruner | None = None,
+    fidelity: Fidelity = DEFAULT_FIDELITY,
+    schedule: Schedule = Schedule.ASYNC,
+    population: int = DEFAULT_POPULATION,
 ) -> RunResult:
     """Validate, shard, tune and register an XGBoost model for `target` in `data`."""
     log = get_run_logger()
+    choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds)
     plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
     where = resolve_locations(store, storage, dask_address)
     log.info("dataset %s: %d file(s), %.1f MB, fingerprint %s", plan.name, len(plan.files), sum(f["size"] for f in plan.files) / 1e6, plan.fingerprint)
@@ -68,9 +75,13 @@ def tune_xgboost(
         log.info("dataset version %s: %s", plan.fingerprint, {s: v["rows"] for s, v in manifest["splits"].items()})
 
         chosen = choose_placement(manifest, worker_memory(client), placement)
+        check_placement(choices, chosen, manifest["splits"]["train"]["rows"], len(client.scheduler_info()["workers"]))
         in_flight = 1 if chosen == Placement.DATA else parallelism  # a data-parallel trial already uses every worker
-        log.info("placement: %s-parallel, %d trial(s) in flight", chosen.value, in_flight)
-        the_study = open_study(where.study_storage, study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space), plan.direction, seed)
+        log.info("placement: %s-parallel, %d trial(s) in flight; %s", chosen.value, in_flight, describe(choices))
+        name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space)
+        if choices.strategy == Strategy.PBT and not study_name:
+            name += "-pbt"  # a population is not a search: its own study
+        the_study = open_study(where.study_storage, name, plan.direction, seed, make_pruner(choices.pruner, list(choices.rungs)))
         enqueue_configs(the_study, plan.enqueue)
         template = trial_request(
             manifest, {**objective_params(plan.task, len(manifest["classes"] or []), plan.metric), "seed": seed},
@@ -79,11 +90,9 @@ def tune_xgboost(
         )
         leaderboard = artifacts.Leaderboard(plan.direction)
         with open_trainer(client, chosen, manifest, where.store_options) as trainer:
-            outcome = run_study(
-                the_study, plan.space, n_trials=n_trials, timeout=timeout, parallelism=in_flight, on_event=leaderboard,
-                submit=lambda number, params: steps.trial_task.submit(
-                    number, template.for_trial(number, params), trainer, model_path(where.store, the_study.study_name, number), trial_timeout,
-                ),
+            outcome = strategies.tune(
+                the_study, plan.space, choices, template, trainer, store=where.store, n_trials=n_trials, timeout=timeout,
+                parallelism=in_flight, trial_timeout=trial_timeout, seed=seed, on_event=leaderboard,
             )
         leaderboard.publish(f"final: {outcome.completed} completed this run, best {outcome.best_value}")
         if where.dask_address:  # a shared cluster: free worker (and GPU) memory for the next study
@@ -92,15 +101,26 @@ def tune_xgboost(
         registered = steps.register_task(
             best, manifest, plan.metric, plan.direction, model_name or f"tuneflow-{plan.name}", report, artifacts.study_plots(the_study), where,
         )
+        log.info("tuning: %d completed, %d pruned, %d failed in %.1f s; slots busy %s of the time",
+                 outcome.completed, outcome.pruned, outcome.failed, outcome.seconds, outcome.slot_utilisation)
 
     result = RunResult(
         dataset=plan.name, fingerprint=plan.fingerprint, manifest_uri=objectstore.join(manifest["uri"], MANIFEST),
         rows={s: v["rows"] for s, v in manifest["splits"].items()}, study_name=the_study.study_name, storage=where.study_storage,
         metric=plan.metric, direction=plan.direction, trials_this_run=outcome.completed + outcome.failed + outcome.pruned,
-        failed_this_run=outcome.failed, recovered_trials=outcome.recovered, placement=chosen.value, best_trial=best["number"],
+        failed_this_run=outcome.failed, pruned_this_run=outcome.pruned, strategy=choices.strategy.value, pruner=choices.pruner.value,
+        fidelity=choices.fidelity.value, schedule=choices.schedule.value, slot_utilisation=outcome.slot_utilisation, recovered_trials=outcome.recovered, placement=chosen.value, best_trial=best["number"],
         best_value=best["value"], best_params=best["params"], registered=registered, tune_seconds=round(outcome.seconds, 2),
         report_uri=objectstore.join(where.store, "reports", f"{the_study.study_name}.json"),
     )
     objectstore.write_json_atomic(result["report_uri"], result, where.store_options)
     artifacts.publish_summary(result)
     return result
+
+
+def describe(choices) -> str:  # noqa: ANN001
+    """One log phrase for the strategy, e.g. 'search, pruner sha over rounds (rungs 55/166/500), async'."""
+    if choices.strategy == Strategy.PBT:
+        return f"population-based training: {choices.population} members, {choices.segments} segments"
+    rungs = "/".join(f"{r.rounds}r@{r.fraction:.2g}" if r.fraction < 1 else f"{r.rounds}" for r in choices.rungs)
+    return f"search, pruner {choices.pruner.value} over {choices.fidelity.value} (rungs {rungs}), {choices.schedule.value}"

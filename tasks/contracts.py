@@ -65,6 +65,10 @@ class Schedule(enum.StrEnum):
     SYNC = "sync"  # batches of `parallelism` trials: the next batch starts when the whole batch is done
 
 
+DEFAULT_PRUNER = Pruner.SHA
+DEFAULT_FIDELITY = Fidelity.ROUNDS
+
+
 class Task(enum.StrEnum):
     BINARY = "binary"
     MULTICLASS = "multiclass"
@@ -237,6 +241,12 @@ class RunResult(TypedDict):
     direction: str
     trials_this_run: int
     failed_this_run: int
+    pruned_this_run: int
+    strategy: str
+    pruner: str
+    fidelity: str
+    schedule: str
+    slot_utilisation: float | None  # share of the trial slots' time that units were in flight
     recovered_trials: list[int]
     placement: str
     best_trial: int

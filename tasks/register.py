@@ -62,6 +62,8 @@ MODEL_ARTIFACT = "model"
 MANIFEST_ARTIFACT = "dataset/manifest.json"
 VALIDATION_ARTIFACT = "validation/report.json"
 PLOTS_DIR = "plots"
+SCHEDULE_ARTIFACT = "training/schedule.json"
+TAG_SCHEDULE = "tuneflow.schedule"
 
 TAG_TRIAL_KEY = "tuneflow.trial_key"
 TAG_FINGERPRINT = "tuneflow.data_fingerprint"
@@ -170,6 +172,7 @@ def register_best_model(
     plots: dict[str, str] | None = None,
     input_example: pd.DataFrame | None = None,
     experiment_name: str = "tuneflow",
+    schedule: list[dict[str, Any]] | None = None,
 ) -> RegisteredModel:
     """Log and register the best trial's model; make it champion only if it beats the current one."""
     if direction not in ("maximize", "minimize"):
@@ -205,6 +208,7 @@ def register_best_model(
             plots=plots,
             input_example=input_example,
             experiment_name=experiment_name,
+            schedule=schedule,
         )
     else:
         version = existing  # registered before but interrupted before the alias decision
@@ -284,6 +288,7 @@ def _log_and_register(
     plots: dict[str, str] | None,
     input_example: pd.DataFrame | None,
     experiment_name: str,
+    schedule: list[dict[str, Any]] | None = None,
 ) -> ModelVersion:
     """One MLflow run holding params, metrics, data lineage, plots and the model; one new version."""
     booster = xgb.Booster(model_file=bytearray(model_ubj))
@@ -307,6 +312,9 @@ def _log_and_register(
         mlflow.log_dict(manifest, MANIFEST_ARTIFACT)
         if validation_report is not None:
             mlflow.log_dict(validation_report, VALIDATION_ARTIFACT)
+        if schedule:  # PBT: the parameters the booster was trained with, segment by segment
+            mlflow.log_dict({"segments": schedule}, SCHEDULE_ARTIFACT)
+            mlflow.set_tag(TAG_SCHEDULE, f"pbt, {len(schedule)} segments")
         for file_name, html in (plots or {}).items():
             base = posixpath.basename(file_name.replace("\\", "/"))  # no writing outside plots/
             mlflow.log_text(html, f"{PLOTS_DIR}/{base if base.endswith('.html') else base + '.html'}")

@@ -25,14 +25,28 @@ class Trainer(Protocol):
 
 
 class ResidentTrainer:
-    """Trial-parallel: each trial runs whole on one worker, which keeps the data resident."""
+    """Trial-parallel: each unit runs whole on one worker, which keeps the data resident.
+
+    A unit that continues a live booster is sent to the worker that holds it (where it can go
+    elsewhere: a lost worker's booster is reloaded from its checkpoint there).
+    """
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.holders: dict[str, str] = {}  # live_key -> worker address
 
     def run(self, request: TrialRequest, timeout_s: float | None = None) -> TrialResult:
-        future = self.client.submit(run_trial, request, pure=False, key=f"trial-{request.number}-{os.urandom(4).hex()}")
-        return future.result(timeout=timeout_s)
+        where = self.holders.pop(request.live_key, None) if request.live_key else None
+        future = self.client.submit(
+            run_trial, request, pure=False, key=f"trial-{request.number}-{os.urandom(4).hex()}",
+            workers=[where] if where else None, allow_other_workers=bool(where),
+        )
+        result = future.result(timeout=timeout_s)
+        if request.live_key and request.checkpoint_uri:
+            holders = self.client.who_has(future).get(future.key) or ()
+            if holders:
+                self.holders[request.live_key] = holders[0]
+        return result
 
 
 def resident_bytes_estimate(manifest: DatasetManifest) -> int:

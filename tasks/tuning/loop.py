@@ -5,9 +5,15 @@ Prefect task submissions, the tests a thread pool. Counts are kept from the loop
 the study is read from storage only when another run may have changed it (another run is asking
 in the same study, a stale trial was recovered, or the budget is nearly reached).
 
-Extending it: `advance(trial, result)` is called when a unit of work finishes. It returns None
-(the trial is done: tell its value), a future (the trial's next unit: a rung, a PBT segment),
-or raises `optuna.TrialPruned` (tell PRUNED). A pruner or rung scheduler lives in that one hook.
+Extending it: `start(trial, params)` submits a trial's first unit of work (default:
+`submit(number, params)`), and `advance(trial, result)` is called when a unit finishes. It returns
+None (the trial is done: tell its value), the trial's next unit (a future, or a callable that
+submits it, which the loop thread then calls: Prefect submits only from the flow's thread), or
+raises `optuna.TrialPruned` (tell PRUNED). tasks/tuning/rungs.py is that pair for pruning.
+
+`schedule="sync"` runs batch-synchronously: `parallelism` trials start together and the next
+batch starts when the whole batch has finished. The outcome's `busy_seconds` is the time units
+were in flight, for slot utilisation.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tasks.tuning.records import ERROR_ATTR, LOST_ATTR, MAX_REQUEUES_DEFAULT, RE
 from tasks.tuning.search_space import suggest
 
 Submit = Callable[[int, dict[str, Any]], Any]
+Start = Callable[[optuna.Trial, dict[str, Any]], Any]
 Advance = Callable[[optuna.Trial, dict[str, Any]], Any]
 
 
@@ -64,6 +71,13 @@ class StudyOutcome:
     events: list[TrialEvent] = field(default_factory=list)
     superseded: list[int] = field(default_factory=list)  # were in flight here, failed as lost by another run
     requeued: list[int] = field(default_factory=list)  # transient failures past their retries, run again
+    busy_seconds: float = 0.0  # sum over units of the time each was in flight
+    parallelism: int = 1
+
+    @property
+    def slot_utilisation(self) -> float | None:
+        """Share of the slots' time that units were in flight."""
+        return round(self.busy_seconds / (self.parallelism * self.seconds), 4) if self.seconds > 0 else None
 
 
 @dataclass
@@ -71,11 +85,21 @@ class _Flight:
     future: Any  # a Prefect future or a concurrent.futures.Future
     trial: optuna.Trial
     params: dict[str, Any]
+    submitted: float = field(default_factory=time.time)
 
     @property
     def raw(self) -> cf.Future:
         """The concurrent.futures.Future behind a Prefect future (or the future itself)."""
         return getattr(self.future, "wrapped_future", self.future)
+
+
+@dataclass
+class _Next:
+    """A trial's next unit, to be submitted by the loop thread."""
+
+    submit: Callable[[], Any]
+    trial: optuna.Trial
+    params: dict[str, Any]
 
 
 class StudyCounts:
@@ -126,6 +150,8 @@ class TuningLoop:
         submit: Submit,
         on_event: Callable[[TrialEvent], None] | None = None,
         advance: Advance | None = None,
+        start: Start | None = None,
+        schedule: str = "async",
         heartbeat_s: float = HEARTBEAT_S,
         stale_after_s: float = STALE_AFTER_S,
         max_requeues: int = MAX_REQUEUES_DEFAULT,
@@ -135,16 +161,19 @@ class TuningLoop:
         if parallelism < 1:
             raise TuneflowError(f"parallelism must be at least 1 (got {parallelism}).", "pass --parallelism 1 or more.")
         self.study, self.space, self.parallelism = study, space, parallelism
-        self.submit, self.on_event, self.advance = submit, on_event, advance
+        if schedule not in ("async", "sync"):
+            raise TuneflowError(f"Unknown schedule {schedule!r}.", "use --schedule async|sync.")
+        self.submit, self.on_event, self.advance, self.start = submit, on_event, advance, start
+        self.sync = schedule == "sync"
         self.budget = n_trials if n_trials is not None else math.inf
         self.timeout = timeout
         self.heartbeat_s, self.stale_after_s, self.max_requeues = heartbeat_s, stale_after_s, max_requeues
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         self.in_flight: dict[int, _Flight] = {}  # by trial number
-        self.outcome = StudyOutcome(study.study_name)
+        self.outcome = StudyOutcome(study.study_name, parallelism=parallelism)
         self.shared = False  # another run is asking in this study: read counts before every ask
         self.lock = threading.RLock()
-        self.settled: queue.SimpleQueue[TrialEvent | BaseException | None] = queue.SimpleQueue()
+        self.settled: queue.SimpleQueue[TrialEvent | BaseException | _Next | None] = queue.SimpleQueue()
 
     def run(self) -> StudyOutcome:
         started = time.time()
@@ -157,8 +186,9 @@ class TuningLoop:
                 if heartbeat.changed.is_set():
                     heartbeat.changed.clear()
                     self._refresh()
-                while len(self.in_flight) < self.parallelism and time.time() < deadline and self._budget_left():
-                    self._start_trial()
+                if not self.sync or not self.in_flight:  # sync: a new batch only once the last one is done
+                    while len(self.in_flight) < self.parallelism and time.time() < deadline and self._budget_left():
+                        self._start_trial()
                 if not self.in_flight and self.settled.empty():
                     self._refresh()
                     if time.time() >= deadline or not self.counts.foreign_running:
@@ -216,7 +246,8 @@ class TuningLoop:
             self.study.tell(trial, state=TrialState.FAIL)
             raise TuneflowError(f"Cannot sample the search space: {exc}.", "check the --space file.") from exc
         # No heartbeat write here: until the first beat, liveness falls back to the trial's start time.
-        self._track(_Flight(self.submit(trial.number, params), trial, params))
+        future = self.start(trial, params) if self.start else self.submit(trial.number, params)
+        self._track(_Flight(future, trial, params))
 
     def _track(self, flight: _Flight) -> None:
         with self.lock:
@@ -235,12 +266,18 @@ class TuningLoop:
     def _finish(self, flight: _Flight) -> TrialEvent | None:
         """Tell a finished unit of work: COMPLETE, PRUNED, FAIL, or LOST (re-enqueued), or continue it."""
         trial, value, info = flight.trial, None, {}
+        with self.lock:
+            self.outcome.busy_seconds += time.time() - flight.submitted
+        result: dict[str, Any] = {}
         try:
             result = dict(flight.future.result())
             if self.advance is not None:
                 following = self.advance(trial, result)
                 if following is not None:  # the trial's next unit of work: it stays in flight
-                    self._track(_Flight(following, trial, flight.params))
+                    if callable(following) and not hasattr(following, "add_done_callback"):
+                        self.settled.put(_Next(following, trial, flight.params))  # the loop thread submits it
+                    else:
+                        self._track(_Flight(following, trial, flight.params))
                     return None
             value = float(result.pop("value"))
             info = json_safe(result)
@@ -257,7 +294,14 @@ class TuningLoop:
             self._superseded(trial)
             return self._untrack(trial, None)
         except optuna.TrialPruned:
+            value = float(result["value"]) if "value" in result else None
+            info = json_safe({k: v for k, v in result.items() if k != "value"})
             with self.lock:
+                try:
+                    trial.set_user_attr(RESULT_ATTR, info)
+                except UpdateFinishedTrialError:
+                    self._superseded(trial)
+                    return self._untrack(trial, None)
                 if not self._tell(trial, TrialState.PRUNED):
                     return self._untrack(trial, None)
                 state = "PRUNED"
@@ -318,9 +362,18 @@ class TuningLoop:
             self.outcome.superseded.append(trial.number)
         self._refresh()
 
-    def _publish(self, event: TrialEvent | BaseException | None) -> None:
+    def _publish(self, event: TrialEvent | BaseException | _Next | None) -> None:
         if isinstance(event, BaseException):
             raise event
+        if isinstance(event, _Next):
+            try:
+                future = event.submit()
+            except Exception as exc:  # could not even submit the next unit: the trial fails
+                failed: cf.Future = cf.Future()
+                failed.set_exception(exc)
+                future = failed
+            self._track(_Flight(future, event.trial, event.params))
+            return
         if event is None:
             return
         self.outcome.events.append(event)

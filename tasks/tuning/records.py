@@ -15,6 +15,8 @@ ERROR_ATTR = "tuneflow:error"
 REQUEUES_ATTR = "tuneflow:requeues"  # how often these params were re-enqueued after exhausting retries
 MAX_REQUEUES_DEFAULT = 2
 RESULT_ATTR = "tuneflow:result"  # the trial's result summary (timings, model URI, ...): one write
+RUNG_ATTR = "tuneflow:rung"  # multi-fidelity: the last rung a trial passed, its checkpoint and reports
+PBT_ATTR = "tuneflow:pbt"  # population-based training: a member's lineage, one entry per segment
 MAX_ATTR_CHARS = 8000
 
 

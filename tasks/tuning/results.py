@@ -9,13 +9,18 @@ import optuna
 from tasks import objectstore
 from tasks.errors import TuneflowError
 from tasks.tuning.loop import StudyOutcome
-from tasks.tuning.records import result_of
+from tasks.tuning.records import PBT_ATTR, result_of
 from tasks.tuning.search_space import with_fixed
 
 
 def model_path(store: str, study_name: str, number: int) -> str:
     """Where trial `number`'s model (.ubj) is kept."""
     return objectstore.join(store, "studies", study_name, "models", f"trial-{number:05d}.ubj")
+
+
+def checkpoint_path(store: str, study_name: str, number: int, unit: int) -> str:
+    """Where the whole booster of trial `number` after rung (or PBT segment) `unit` is kept."""
+    return objectstore.join(store, "studies", study_name, "checkpoints", f"trial-{number:05d}-unit-{unit:02d}.ubj")
 
 
 def best_of_study(study: optuna.Study, space: dict[str, Any], outcome: StudyOutcome) -> dict[str, Any]:
@@ -29,4 +34,5 @@ def best_of_study(study: optuna.Study, space: dict[str, Any], outcome: StudyOutc
     return {
         "study_name": study.study_name, "number": best.number, "value": float(best.value),
         "params": with_fixed(space, best.params), "model_uri": result_of(best)["model_uri"],
+        "schedule": best.user_attrs.get(PBT_ATTR),  # PBT: the parameters per segment; None for a search
     }

@@ -36,10 +36,12 @@ def default_study_name(dataset: str, fp: str, task: str, metric: str, space: dic
     return f"{dataset}-{fp[:8]}-{task}-{metric}-{space_hash}"
 
 
-def open_study(storage_url: str, name: str, direction: str, seed: int) -> optuna.Study:
+def open_study(storage_url: str, name: str, direction: str, seed: int, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """The study `name`, created or resumed; its pruner is this run's (Optuna does not store one)."""
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
     study = optuna.create_study(
-        storage=open_storage(storage_url), study_name=name, direction=direction, sampler=sampler, load_if_exists=True
+        storage=open_storage(storage_url), study_name=name, direction=direction, sampler=sampler, load_if_exists=True,
+        pruner=pruner or optuna.pruners.NopPruner(),
     )
     if study.direction.name.lower() != direction:
         raise TuneflowError(

@@ -1,0 +1,77 @@
+"""How a run spends its compute: strategy, pruner, fidelity, schedule, population, checked as one
+before any work starts (the CLI checks them before the temporary Prefect server starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tasks.contracts import (
+    DEFAULT_FIDELITY, DEFAULT_PBT_SEGMENTS, DEFAULT_PRUNER, DEFAULT_POPULATION,
+    Fidelity, Placement, Pruner, Schedule, Strategy,
+)
+from tasks.errors import TuneflowError
+from tasks.tuning.rungs import Rung, ladder
+
+MIN_FRACTION_ROWS = 500  # per worker: the smallest data rung must still rank configurations
+
+
+@dataclass(frozen=True)
+class SearchChoices:
+    strategy: Strategy
+    pruner: Pruner
+    fidelity: Fidelity
+    schedule: Schedule
+    population: int
+    segments: int
+    rungs: tuple[Rung, ...]
+
+
+def _member(kind: type, value: object, option: str):  # noqa: ANN202 (an enum member of `kind`)
+    try:
+        return kind(value)
+    except ValueError:
+        raise TuneflowError(f"Bad {option} {value!r}.", f"use {option} {'|'.join(m.value for m in kind)}.") from None
+
+
+def search_choices(
+    strategy: str = Strategy.SEARCH,
+    pruner: str | None = None,
+    fidelity: str = DEFAULT_FIDELITY,
+    schedule: str = Schedule.ASYNC,
+    population: int = DEFAULT_POPULATION,
+    max_rounds: int = 500,
+    segments: int = DEFAULT_PBT_SEGMENTS,
+) -> SearchChoices:
+    """The checked choices; `pruner=None` means the default for the strategy."""
+    chosen_strategy = _member(Strategy, strategy, "--strategy")
+    chosen_fidelity = _member(Fidelity, fidelity, "--fidelity")
+    chosen_schedule = _member(Schedule, schedule, "--schedule")
+    if max_rounds < 1:
+        raise TuneflowError(f"Bad --max-rounds {max_rounds}.", "use --max-rounds 1 or more.")
+    if chosen_strategy == Strategy.PBT:
+        if pruner not in (None, Pruner.NONE):
+            raise TuneflowError(f"--pruner {pruner} does not apply to --strategy pbt.", "leave --pruner out: PBT replaces the worst members itself.")
+        if population < 2:
+            raise TuneflowError(f"Bad --population {population}: PBT needs members to copy from.", "use --population 2 or more (4-16 is usual).")
+        if not 1 <= segments <= max_rounds:
+            raise TuneflowError(f"Bad PBT segment count {segments} for {max_rounds} rounds.", "use fewer segments than --max-rounds.")
+        return SearchChoices(chosen_strategy, Pruner.NONE, chosen_fidelity, chosen_schedule, population, segments, tuple(ladder(chosen_fidelity, Pruner.NONE, max_rounds)))
+    chosen_pruner = DEFAULT_PRUNER if pruner is None else _member(Pruner, pruner, "--pruner")
+    if chosen_pruner == Pruner.NONE and chosen_fidelity != Fidelity.ROUNDS:
+        raise TuneflowError(f"--fidelity {chosen_fidelity} needs a pruner: without one every trial trains on all the rows.", "add --pruner sha (or hyperband, median, percentile).")
+    rungs = tuple(ladder(chosen_fidelity, chosen_pruner, max_rounds))
+    return SearchChoices(chosen_strategy, chosen_pruner, chosen_fidelity, chosen_schedule, population, segments, rungs)
+
+
+def check_placement(choices: SearchChoices, placement: Placement, train_rows: int, workers: int) -> None:
+    """Refuse a fidelity the placement cannot serve: a data rung with too few rows on a worker."""
+    smallest = min(r.fraction for r in choices.rungs)
+    holders = workers if placement == Placement.DATA else 1
+    rows = int(train_rows * smallest / max(1, holders))
+    if smallest < 1.0 and rows < MIN_FRACTION_ROWS:
+        where = f"each of {holders} workers" if holders > 1 else "the trial"
+        raise TuneflowError(
+            f"--fidelity {choices.fidelity} trains its first rung on 1/{round(1 / smallest)} of {train_rows} train rows: {rows} rows on {where} (< {MIN_FRACTION_ROWS}).",
+            "use --fidelity rounds for data this small" + (", or fewer workers" if holders > 1 else "") + ".",
+        )
+
