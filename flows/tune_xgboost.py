@@ -15,7 +15,7 @@ from tasks.contracts import (
     DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_FIDELITY, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, DEFAULT_POPULATION,
     Device, Fidelity, Placement, Pruner, RunResult, Schedule, Strategy, Task, trial_request,
 )
-from tasks.data.shard import MANIFEST
+from tasks.data.shard import DEFAULT_FRACTIONS, MANIFEST
 from tasks.engine.cluster import dask_client, trial_threads
 from tasks.engine.placement import choose_placement, open_trainer, worker_memory
 from tasks.engine.resident import release_data
@@ -26,6 +26,9 @@ from tasks.tuning.choices import check_placement, search_choices
 from tasks.tuning.results import best_of_study
 from tasks.tuning.rungs import make_pruner
 from tasks.tuning.studies import default_study_name, enqueue_configs, open_study
+
+
+TRAIN_FRACTION = DEFAULT_FRACTIONS["train"]
 
 
 @flow(name="tune-xgboost", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
@@ -69,13 +72,16 @@ def tune_xgboost(
         cached = {"result_storage": artifacts.results_storage(where.store, where.store_options)}
         report = steps.validate_task.with_options(**cached)(plan.files, plan.schema, plan.expectations, plan.data_options, plan.fingerprint)
         log.info("validation passed: %d rows, %d expectations", report["rows"], len(report["results"]))
+        workers = len(client.scheduler_info()["workers"])
+        # before sharding, so a fidelity these rows cannot serve leaves no dataset version behind
+        check_placement(choices, Placement.DATA if placement == Placement.DATA else Placement.TRIAL, int(report["rows"] * TRAIN_FRACTION), workers)
         manifest = steps.shard_task.with_options(**cached)(
             plan.files, plan.schema, report["profile"], where.store, plan.name, plan.fingerprint, seed, row_key, {**plan.data_options, **where.store_options},
         )
         log.info("dataset version %s: %s", plan.fingerprint, {s: v["rows"] for s, v in manifest["splits"].items()})
 
         chosen = choose_placement(manifest, worker_memory(client), placement)
-        check_placement(choices, chosen, manifest["splits"]["train"]["rows"], len(client.scheduler_info()["workers"]))
+        check_placement(choices, chosen, manifest["splits"]["train"]["rows"], workers)
         in_flight = 1 if chosen == Placement.DATA else parallelism  # a data-parallel trial already uses every worker
         log.info("placement: %s-parallel, %d trial(s) in flight; %s", chosen.value, in_flight, describe(choices))
         name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space)

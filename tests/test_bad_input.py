@@ -105,3 +105,25 @@ def test_one_class_target_fails_validation(home: Path, tmp_path: Path) -> None:
     proc = cli(home, "--data", str(one), "--target", "churned")
     assert_clean_failure(proc, home, one, "Validation failed", "class")
     assert not list(home.rglob("mlflow.db")), "the registry was touched although validation failed"
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--pruner", "bogus"), ("Bad --pruner 'bogus'", "none|median|percentile|sha|hyperband")),
+        (("--strategy", "pbt", "--population", "1"), ("Bad --population 1", "2 or more")),
+        (("--strategy", "pbt", "--pruner", "sha"), ("does not apply to --strategy pbt",)),
+        (("--pruner", "none", "--fidelity", "data"), ("needs a pruner",)),
+        (("--schedule", "later"), ("Bad --schedule 'later'",)),
+    ],
+)
+def test_bad_tuning_settings_are_refused_before_any_work(good_csv: Path, home: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", *args)
+    assert_clean_failure(proc, home, good_csv, *needles)
+    assert not home.exists() or not list(home.rglob("*.journal")), "a study was started"
+
+
+def test_a_fidelity_the_data_cannot_serve_is_refused_before_sharding(good_csv: Path, home: Path) -> None:
+    """3000 rows: the first data rung would train on 1/9 of 2400 train rows (266 < 500)."""
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", "--pruner", "sha", "--fidelity", "data")
+    assert_clean_failure(proc, home, good_csv, "--fidelity data", "266 rows", "--fidelity rounds")

@@ -155,18 +155,18 @@ class PopulationTraining:
     def _segment(self, segment: int, rounds: int, members: list[Member]) -> None:
         """Train every live member `rounds` more rounds, `parallelism` at a time."""
         pending = [m for m in members if not m.failed]
-        running: dict[cf.Future, tuple[Member, float]] = {}
+        running: dict[cf.Future, tuple[Member, float, Any]] = {}  # raw future -> (member, submitted, future)
         while pending or running:
             while pending and len(running) < self.parallelism:
                 m = pending.pop(0)
                 future = self.run_segment(m.index, m.params, self._unit(m, segment, rounds))
-                running[getattr(future, "wrapped_future", future)] = (m, time.time())
+                running[getattr(future, "wrapped_future", future)] = (m, time.time(), future)
             finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for f in finished:
-                m, submitted = running.pop(f)
+                m, submitted, future = running.pop(f)
                 self.outcome.busy_seconds += time.time() - submitted
                 try:
-                    result = dict(f.result())
+                    result = dict(future.result())  # a Prefect future's result is the task's return value
                 except Exception as exc:  # the member is lost; the exploit step replaces it
                     m.failed = f"{type(exc).__name__}: {str(exc)[:200]}"
                     m.lineage.append({"segment": segment, "failed": m.failed, "t": time.time()})
@@ -182,7 +182,9 @@ class PopulationTraining:
         return Unit(
             rung=Rung(segment, m.total_rounds + rounds, 1.0, segment + 1), num_boost_round=rounds, fraction=1.0,
             resume_from=m.checkpoint, checkpoint_uri=self.checkpoint_path(m.index, segment),
-            best_so_far=m.best, live_key=f"{self.study.study_name}:pbt:{m.index}",
+            # Early stopping within the segment only: a member is ranked on what its booster does now
+            # (PBT's rule), and an exploited copy must not stop at once on its parent's old best round.
+            best_so_far=None, live_key=f"{self.study.study_name}:pbt:{m.index}",
         )
 
     def _ranked(self, members: list[Member]) -> list[Member]:
@@ -222,18 +224,13 @@ class PopulationTraining:
             ))
             self.outcome.completed += complete
             self.outcome.failed += not complete
-        if self.on_event:
-            for t in self.study.get_trials(deepcopy=False):
-                if t.user_attrs.get(MEMBER_ATTR) is not None and t.user_attrs[MEMBER_ATTR] not in have:
-                    self.on_event(TrialEvent(t.number, t.state.name, t.value, t.params, dict(t.user_attrs.get(RESULT_ATTR) or {}),
-                                             self.outcome.completed, self.outcome.failed, 0, 0, None, None))
         try:
             best = self.study.best_trial
             self.outcome.best_number, self.outcome.best_value = best.number, float(best.value)
         except ValueError:
             pass
-
-
-def schedule_of(trial: optuna.trial.FrozenTrial) -> list[dict[str, Any]] | None:
-    """A PBT member's parameter schedule (its lineage), or None for a search trial."""
-    return trial.user_attrs.get(PBT_ATTR)
+        if self.on_event:
+            for t in self.study.get_trials(deepcopy=False):
+                if t.user_attrs.get(MEMBER_ATTR) is not None and t.user_attrs[MEMBER_ATTR] not in have:
+                    self.on_event(TrialEvent(t.number, t.state.name, t.value, t.params, dict(t.user_attrs.get(RESULT_ATTR) or {}),
+                                             self.outcome.completed, self.outcome.failed, 0, 0, self.outcome.best_value, self.outcome.best_number))

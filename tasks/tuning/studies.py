@@ -38,17 +38,25 @@ def default_study_name(dataset: str, fp: str, task: str, metric: str, space: dic
 
 def open_study(storage_url: str, name: str, direction: str, seed: int, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """The study `name`, created or resumed; its pruner is this run's (Optuna does not store one)."""
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
     study = optuna.create_study(
-        storage=open_storage(storage_url), study_name=name, direction=direction, sampler=sampler, load_if_exists=True,
+        storage=open_storage(storage_url), study_name=name, direction=direction, sampler=_sampler(seed), load_if_exists=True,
         pruner=pruner or optuna.pruners.NopPruner(),
     )
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        # A resumed study re-seeds its sampler past the trials it has: with the run's seed alone a
+        # second run would draw the first run's random start-up configurations again.
+        study.sampler = _sampler(seed + existing)
     if study.direction.name.lower() != direction:
         raise TuneflowError(
             f"Study '{name}' exists with direction {study.direction.name.lower()}, not {direction}.",
             "use another --study-name or the metric the study was created with.",
         )
     return study
+
+
+def _sampler(seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
 
 
 def enqueue_configs(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
