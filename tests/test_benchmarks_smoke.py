@@ -140,6 +140,42 @@ def test_hyperopt(bench_dirs) -> None:
     _check_peer_row(_load(out, "peers-hyperopt")["tools"][0], 3)
 
 
+TTQ_TOOLS = ["default", "sha-rounds", "random", "optuna"]  # default and sha-rounds: the flow's pruner/fidelity parameters
+
+
+def test_time_to_quality(bench_dirs, prefect_api) -> None:
+    """Best-so-far against wall time: tuneflow variants (the real flow) and the peers, one seed, a
+    15 s wall each; the random search also defines the target (its first 4 trials)."""
+    pytest.importorskip("optuna_integration")
+    work, out = bench_dirs
+    bench("time_to_quality.py", "--rows", "4000", "--datasets", "synth28", "--seeds", "0", "--wall", "15", "--trials", "4", "--max-rounds", "20",
+          "--tools", ",".join(TTQ_TOOLS), "--work", str(work / "ttq"), "--out-dir", str(out), "--name", "ttq", timeout=420)
+    data = _load(out, "ttq")
+    assert data["params"]["tools"] == TTQ_TOOLS and data["params"]["seeds"] == [0] and data["params"]["wall"] == 15
+    assert [(r["tool"], r["dataset"], r["seed"]) for r in data["runs"]] == [(t, "synth28", 0) for t in TTQ_TOOLS]
+    for run in data["runs"]:
+        assert not run.get("skipped"), run
+        assert run["points"] and all(_number(p["t"]) and 0.5 < p["value"] <= 1.0 for p in run["points"]), run["tool"]
+    assert data["runs"][1]["flow_kwargs"] == {"pruner": "sha", "fidelity": "rounds"} and data["runs"][0]["flow_kwargs"] == {}
+    assert all(r["sampler_seed_applied"] and r["tune_start"].endswith(" call") for r in data["runs"][:2])
+    target = data["runs"][2]["target"]
+    assert target["trials"] == 4 and 0.5 < target["value"] <= 1.0 and _number(target["wall_s"]) and target["wall_s"] > 0
+    s = data["summary"]["synth28"]
+    assert s["targets"]["0"]["value"] == target["value"] and set(s["tools"]) == set(TTQ_TOOLS)
+    for tool, row in s["tools"].items():
+        assert 0.5 < row["best_at_wall"]["median"] <= 1.0, tool
+        assert row["best_at_wall"]["min"] <= row["best_at_wall"]["median"] <= row["best_at_wall"]["max"]
+    assert s["tools"]["random"]["time_to_target_s"]["median"] <= target["wall_s"]  # it reaches its own target
+    assert isinstance(s["goal"]["met"], bool) and len(s["goal"]["per_seed"]) == 1
+    md = (out / "ttq.md").read_text()
+    assert "time to target" in md and "![best-so-far" in md and all(f"| {t} |" in md for t in TTQ_TOOLS)
+    assert (out / "ttq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --render rewrites the Markdown and the figure from the JSON alone
+    (out / "ttq.png").unlink()
+    bench("time_to_quality.py", "--render", "--out-dir", str(out), "--name", "ttq", timeout=120)
+    assert (out / "ttq.png").exists() and (out / "ttq.md").read_text() == md
+
+
 def test_scale(bench_dirs) -> None:
     work, out = bench_dirs
     bench("scale.py", "--sizes", "5000,20000", "--memory-sizes", "10000,40000", "--rounds", "3", "--work", str(work / "scale"), "--out-dir", str(out))
