@@ -118,12 +118,18 @@ def study_counts(trials: list[Any]) -> dict[str, int]:
     return {
         "total": len(trials),
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "running": sum(t.state == TrialState.RUNNING for t in trials),
         "waiting": sum(t.state == TrialState.WAITING for t in trials),
         "fail": sum(t.state == TrialState.FAIL and not t.user_attrs.get(LOST_ATTR) for t in trials),
         "lost": sum(bool(t.user_attrs.get(LOST_ATTR)) for t in trials),
         "unique_numbers": len(set(numbers)) == len(numbers) and sorted(numbers) == list(range(len(numbers))),
     }
+
+
+def _finished(counts: dict[str, int]) -> int:
+    """Trials that used the budget as their verdict: COMPLETE or PRUNED (pruning is the default)."""
+    return counts["complete"] + counts.get("pruned", 0)
 
 
 def _round(x: float | None, n: int = 2) -> float | None:
@@ -341,7 +347,7 @@ def check_worker_loss(f: dict[str, Any], *, spread_check: bool) -> list[str]:
     n = f["settings"]["n_trials"]
     c = f["counts"]
     problems = []
-    if c["complete"] != n or c["running"] or c["fail"] or c["waiting"] or not c["unique_numbers"]:
+    if c["complete"] + c["pruned"] != n or c["running"] or c["fail"] or c["waiting"] or not c["unique_numbers"]:
         problems.append(f"study {c}, want exactly {n} COMPLETE, nothing else, numbers 0..N-1")
     if f["kills_hitting_a_trial"] and not f["retried_trials"]:
         problems.append(f"{f['kills_hitting_a_trial']} kills hit a trial but no trial shows attempt > 1")
@@ -730,7 +736,7 @@ def crash_resume(
         runs.append(run)
         reached = True if target == "startup" else run.wait_for(target.split("-")[0], run_timeout_s)
         if target == "tune":  # kill after a random number of this run's trials, with others in flight
-            start = study_counts(journal_trials(home, CRASH_STUDY))["complete"]
+            start = _finished(study_counts(journal_trials(home, CRASH_STUDY)))
             goal = start + rng.randint(1, max(1, min(4, n_trials - 2 - start)))
             while run.alive() and run.done < goal and "tune_done" not in run.seen:
                 time.sleep(0.01)
@@ -793,10 +799,10 @@ def crash_resume(
         "kills": kills,
         "final": {"rc": rc, "wall_s": _round(final_s), "phases": final.seen, "cache": final.cache_states},
         "counts": counts,
-        "complete_after_each_kill": [k["counts"]["complete"] for k in kills if "counts" in k],
+        "complete_after_each_kill": [_finished(k["counts"]) for k in kills if "counts" in k],
         "lost_trials": lost,
         "lost_not_rerun": [n for n in lost if n not in retry_of],  # re-enqueued copies carry tuneflow:retry_of
-        "complete_never_decreased": _nondecreasing([k["counts"]["complete"] for k in kills if "counts" in k] + [counts["complete"]]),
+        "complete_never_decreased": _nondecreasing([_finished(k["counts"]) for k in kills if "counts" in k] + [_finished(counts)]),
         "versions": _versions_on_disk(store, "churn"),
         "manifest_created_at_seen": sorted({v["created_at"] for k in kills for v in k.get("versions", []) if v["created_at"]} | {v["created_at"] for v in _versions_on_disk(store, "churn") if v["created_at"]}),
         "validate_shard_recomputed_after_completion": recomputed,
@@ -826,7 +832,7 @@ def check_crash_resume(f: dict[str, Any]) -> list[str]:
     if f["final"]["rc"] != 0:
         problems.append(f"final run exited {f['final']['rc']}")
     c = f["counts"]
-    if c["complete"] != n or c["running"] or not c["unique_numbers"]:
+    if _finished(c) != n or c["running"] or not c["unique_numbers"]:
         problems.append(f"final study {c}, want {n} COMPLETE, 0 RUNNING, numbers 0..N-1")
     if f["lost_not_rerun"]:
         problems.append(f"trials lost with a killed run whose parameters were never re-run: {f['lost_not_rerun']}")
@@ -1064,7 +1070,7 @@ def check_s3_faults(f: dict[str, Any]) -> list[str]:
         problems.append("no fault was injected")
     counts = f["faulty"].get("counts")
     n = f["settings"]["n_trials"]
-    if counts and (counts["complete"] != n or counts["running"]):
+    if counts and (_finished(counts) != n or counts["running"]):
         problems.append(f"faulty run's study {counts}")
     if counts and f["faulty"].get("models") != n:
         problems.append(f"faulty run: {f['faulty'].get('models')} model objects for {n} trials")

@@ -46,7 +46,9 @@ def test_local_end_to_end_then_cached_rerun(churn_csv: Path, tuneflow_home: Path
     storage_url = get_settings().resolved_storage()
     study = optuna.load_study(study_name=result["study_name"], storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage_url)))
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4 and {t.number for t in study.trials} == {0, 1, 2, 3}
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]  # the default successive halving
+    assert complete and len(complete) + len(pruned) == 4 and {t.number for t in study.trials} == {0, 1, 2, 3}
+    assert result["pruned_this_run"] == len(pruned)
     assert result["best_value"] == pytest.approx(max(t.value for t in complete))
     assert all(storage.exists(result_of(t)["model_uri"]) for t in complete)
 
@@ -84,7 +86,7 @@ def test_s3_data_and_store_with_postgres_study(churn_csv: Path, tuneflow_home: P
     assert manifest["total_rows"] == 6000
 
     study = optuna.load_study(study_name=result["study_name"], storage=pg_database)
-    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
     assert all(result_of(t)["model_uri"].startswith(f"s3://{s3_bucket}/") for t in study.trials)
     assert result["registered"]["alias"] == "champion"
 
@@ -96,7 +98,7 @@ def test_data_parallel_placement_with_enqueued_configs(churn_csv: Path, tuneflow
     assert result["placement"] == "data"
     study = optuna.load_study(study_name=result["study_name"], storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(get_settings().resolved_storage())))
     trials = sorted(study.trials, key=lambda t: t.number)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert trials[0].state == TrialState.COMPLETE and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert (trials[0].params["max_depth"], trials[0].params["learning_rate"]) == (3, 0.2)
     assert (trials[1].params["max_depth"], trials[1].params["learning_rate"]) == (5, 0.1)
     assert all(result_of(t)["placement"] == "data" for t in trials)
