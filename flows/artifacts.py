@@ -40,14 +40,16 @@ class Leaderboard:
             "trial %d %s %s (%s s) | done %d, failed %d, pruned %d, best %s (trial %s)",
             event.number, event.state, value, event.info.get("seconds", "?"), event.done, event.failed, event.pruned, event.best_value, event.best_number,
         )
-        if event.state == "COMPLETE":
-            self.rows.append({"trial": event.number, "value": round(event.value, 6), **{k: _round(v) for k, v in event.params.items()}})
+        if event.state in ("COMPLETE", "PRUNED") and event.value is not None:
+            state = event.state if event.state == "COMPLETE" else f"PRUNED at rung {event.info.get('rung', '?')}"
+            self.rows.append({"trial": event.number, "state": state, "value": round(event.value, 6), **{k: _round(v) for k, v in event.params.items()}})
         if time.time() - self.last >= self.every_s:
             self.publish(f"{event.done} trials done, {event.failed} failed, {event.pruned} pruned, best {event.best_value}")
 
     def publish(self, description: str) -> None:
         self.last = time.time()
-        rows = sorted(self.rows, key=lambda r: r["value"], reverse=self.direction == "maximize")[:20]
+        sign = -1 if self.direction == "maximize" else 1  # complete trials first, then pruned ones, best first
+        rows = sorted(self.rows, key=lambda r: (r["state"] != "COMPLETE", sign * r["value"]))[:20]
         if rows:
             create_table_artifact(rows, key=LEADERBOARD_KEY, description=description)
 
