@@ -209,3 +209,17 @@ def test_gpu_script_on_cpu_without_the_orchestration_stack(tmp_path: Path) -> No
     assert data["imports_blocked"] is True and data["imports_blocked_on_workers"] == [True]
     s = data["summary"]
     assert all(_number(s[k]) for k in ("plain_trials_s", "tuneflow_seq_warm_s", "tuneflow_vs_plain_warm", "naive_over_tuneflow_per_trial"))
+
+
+def test_rung_cost(bench_dirs) -> None:
+    work, out = bench_dirs
+    bench("rung_cost.py", "--rows", "10000", "--rounds", "8", "--units", "2", "--setup-trials", "2", "--setup-rounds", "2",
+          "--work", str(work / "rung-cost"), "--out-dir", str(out), "--name", "rung-cost", timeout=300)
+    data = _load(out, "rung-cost")
+    assert [u["placement"] for u in data["units"]] == ["trial", "data"]
+    for u in data["units"]:
+        row = u["repeats"][0]
+        assert row["live"]["resumed"] == ["scratch", "live"] and row["checkpoint"]["resumed"] == ["scratch", "checkpoint"]
+        assert u["live_max_abs_history_diff"] < 1e-4 and _number(u["live_ratio"]) and _number(u["live_cpu_ratio"])
+    s = data["setup"]
+    assert len(s["old"]) == len(s["new"]) == 2 and s["new"][1]["matrix_cache_hit"] and _number(s["old_setup_s_mean"])
