@@ -646,7 +646,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     datasets = [d for d in p["datasets"] if any(r["dataset"] == d and not r.get("skipped") for r in result["runs"])]
     if not datasets:
         return None
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets) + 2.4, 4.8), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         runs = [r for r in result["runs"] if r["dataset"] == ds and not r.get("skipped")]
         tmax = max([p["wall"] * 1.05] + [q["t"] for r in runs for q in r["points"]])
@@ -677,14 +677,20 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         ax.axvline(p["wall"], color="#bbbbbb", lw=1)
         top = np.nanmax([q["value"] for r in runs for q in r["points"]] or [1.0])
         low = np.nanmin([x for x in lows if np.isfinite(x)] or [top - 0.01])
+        if tv:
+            low = min(low, statistics.median(tv))  # the target line stays in view
         ax.set_ylim(low - 0.1 * (top - low + 1e-4), top + 0.05 * (top - low + 1e-4))
         ax.set_xlim(0, tmax)
         ax.set_title(f"{ds} ({result['datasets'][ds]['rows']:,} rows)")
         ax.set_xlabel("wall time from tune start (s)")
         ax.set_ylabel("best-so-far validation AUC")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    legend: dict[str, Any] = {}  # one legend for every panel, outside them: the curves stay visible
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
