@@ -145,13 +145,13 @@ TTQ_TOOLS = ["default", "sha-rounds", "random", "optuna"]  # default and sha-rou
 
 def test_time_to_quality(bench_dirs, prefect_api) -> None:
     """Best-so-far against wall time: tuneflow variants (the real flow) and the peers, one seed, a
-    15 s wall each; the random search also defines the target (its first 4 trials)."""
+    10 s wall each; the random search also defines the target (its first 4 trials)."""
     pytest.importorskip("optuna_integration")
     work, out = bench_dirs
-    bench("time_to_quality.py", "--rows", "4000", "--datasets", "synth28", "--seeds", "0", "--wall", "15", "--trials", "4", "--max-rounds", "20",
+    bench("time_to_quality.py", "--rows", "4000", "--datasets", "synth28", "--seeds", "0", "--wall", "10", "--trials", "4", "--max-rounds", "20",
           "--tools", ",".join(TTQ_TOOLS), "--work", str(work / "ttq"), "--out-dir", str(out), "--name", "ttq", timeout=420)
     data = _load(out, "ttq")
-    assert data["params"]["tools"] == TTQ_TOOLS and data["params"]["seeds"] == [0] and data["params"]["wall"] == 15
+    assert data["params"]["tools"] == TTQ_TOOLS and data["params"]["seeds"] == [0] and data["params"]["wall"] == 10
     assert [(r["tool"], r["dataset"], r["seed"]) for r in data["runs"]] == [(t, "synth28", 0) for t in TTQ_TOOLS]
     for run in data["runs"]:
         assert not run.get("skipped"), run
