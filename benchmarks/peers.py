@@ -19,7 +19,7 @@ and fed as `enqueue` (tuneflow), `points_to_evaluate` (Ray Tune, Hyperopt), `enq
 early stopping, 2 trials at a time with nthread=1 each (Hyperopt's fmin is sequential: one trial
 at a time with nthread=2).
 
-- tuneflow: the real flow, tune_xgboost(enqueue=...), in its own process (the orchestrator).
+- tuneflow: the real flow, tune_xgboost(enqueue=..., pruner="none"), in its own process (the orchestrator).
 - pool: the limit. A multiprocessing pool of `parallelism` processes; each loads the shards and
   builds one QuantileDMatrix pair at its first trial and keeps them; every trial is a plain
   xgb.train on them. No study, no scheduler: what two trials at a time cost at best.
@@ -65,6 +65,7 @@ REGIMES: dict[str, dict[str, Any]] = {
 def run_tuneflow(a: argparse.Namespace, csv: Path, store: str, configs_path: Path, work: Path) -> dict[str, Any]:
     """The real flow: validate -> shard (reused) -> tune -> register."""
     home = common.fresh_home(work / f"home-{uuid.uuid4().hex[:8]}")
+    import flows.strategies as strategies_module
     import flows.tune_xgboost as flow_module
     from tasks.contracts import Device
     from tasks.tuning.records import result_of
@@ -72,7 +73,7 @@ def run_tuneflow(a: argparse.Namespace, csv: Path, store: str, configs_path: Pat
 
     # Clocks only: the CPU of every process of the tree is read when the flow's tune phase starts and ends.
     tune_phase: dict[str, Any] = {}
-    run_study = flow_module.run_study
+    run_study = strategies_module.run_study  # the loop the flow's tuning step runs
 
     def timed_run_study(*args: Any, **kw: Any) -> Any:
         before, t0 = common.tree_cpu(), time.perf_counter()
@@ -81,7 +82,7 @@ def run_tuneflow(a: argparse.Namespace, csv: Path, store: str, configs_path: Pat
         finally:
             tune_phase.update(wall_s=round(time.perf_counter() - t0, 3), cpu_s=common.cpu_between(before, common.tree_cpu()))
 
-    flow_module.run_study = timed_run_study
+    strategies_module.run_study = timed_run_study
     study_name = f"bench-peers-{uuid.uuid4().hex[:8]}"
     with common.TreeMonitor(interval=0.5) as mon:
         started = time.perf_counter()
@@ -90,9 +91,10 @@ def run_tuneflow(a: argparse.Namespace, csv: Path, store: str, configs_path: Pat
             enqueue=str(configs_path), store=store, storage=str(home / "optuna.journal"), study_name=study_name,
             model_name=study_name, max_rounds=a.max_rounds, early_stopping_rounds=a.early_stopping_rounds,
             device=Device.CPU, seed=common.SHARD_SEED,
+            pruner="none",  # the same fixed configurations trained in full by every tool: no pruning
         )
         total = time.perf_counter() - started
-    flow_module.run_study = run_study
+    strategies_module.run_study = run_study
     study = open_study(str(home / "optuna.journal"), study_name, "maximize", 0)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     per_trial = []

@@ -142,11 +142,11 @@ class PopulationTraining:
             rounds = self.max_rounds - seg_rounds * (self.segments - 1) if done == self.segments - 1 else seg_rounds
             self._segment(done, rounds, members)
             done += 1
+            best = self._ranked(members)[0]  # before exploit: a copy carries its parent's score
+            self.log(f"PBT: segment {done}/{self.segments} done, best {best.score} (member {best.index})")
             if done < self.segments:
                 self._exploit_and_explore(done, members)
             self._save(done, members)
-            best = self._ranked(members)[0]
-            self.log(f"PBT: segment {done}/{self.segments} done, best {best.score} (member {best.index})")
         self._record(members)
         self._save(done, members, finished=True)
         self.outcome.seconds = time.time() - started
