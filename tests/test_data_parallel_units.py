@@ -83,11 +83,12 @@ def test_matrices_are_built_once_per_study(client: Client, manifest: dict) -> No
     with DataParallelTrainer(client, manifest, {}) as trainer:
         first = trainer.run(base)
         second = trainer.run(base.for_trial(1, {"max_depth": 5, "learning_rate": 0.1}))
+        # one (train, valid) pair per worker after two trials: the second built nothing
+        assert all(len(rows) == 1 for rows in client.run(data_parallel.matrix_rows).values())
         other_bins = trainer.run(base.for_trial(2, {"max_bin": 32}))
     assert not first.matrix_cache_hit and not first.data_cache_hit and first.load_seconds > 0
     assert second.matrix_cache_hit and second.data_cache_hit and second.load_seconds == 0.0
     assert not other_bins.matrix_cache_hit
-    assert second.setup_seconds < 0.5 and second.setup_seconds < first.setup_seconds
     # leaving the trainer frees the workers' matrices
     assert all(rows == {} for rows in client.run(data_parallel.matrix_rows).values())
 

@@ -24,8 +24,6 @@ import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import distributed
@@ -37,8 +35,9 @@ from tasks.contracts import DatasetManifest, TrialRequest, TrialResult
 from tasks.engine import collective
 from tasks.engine.encoding import feature_names, feature_types
 from tasks.engine.fractions import subset_rows
+from tasks.engine.live import LiveBoosters
 from tasks.engine.shards import read_frames, split_arrays, split_uris
-from tasks.engine.training import boost, maximizes, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
+from tasks.engine.training import boost_unit, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
 from tasks.errors import TransientError, TuneflowError
 
 SPLITS = ("train", "valid")
@@ -192,15 +191,7 @@ def _gather_unit(client: Client, futures: list[Any], workers: tuple[str, ...], t
 _LOCK = threading.Lock()
 # (token, device, max_bin, fraction) -> (train, valid) matrices, for one spread at a time
 _MATRICES: dict[tuple[str, str, int, float], tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]] = {}
-_LIVE: OrderedDict[str, LiveBooster] = OrderedDict()  # live boosters by key, least recently used first
-MAX_LIVE = 32  # a live booster holds its trees and a prediction cache per matrix (floats per row)
-
-
-@dataclass
-class LiveBooster:
-    booster: xgb.Booster
-    checkpoint_uri: str  # the saved copy this booster equals
-    matrix: tuple[str, str, int, float]  # the matrix key it was trained on
+_LIVE = LiveBoosters()  # matrix key: (token, device, max_bin, fraction)
 
 
 def _load_slice(uris: list[str], i: int, n: int, manifest: DatasetManifest, storage_options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -231,17 +222,14 @@ def release_data_parallel() -> int:
     with _LOCK:
         n = len(_MATRICES)
         _MATRICES.clear()
-        _LIVE.clear()
+    _LIVE.drop()
     gc.collect()
     return n
 
 
 def drop_live_boosters() -> int:
     """Forget this worker's live boosters (what a restart does to them); returns how many."""
-    with _LOCK:
-        n = len(_LIVE)
-        _LIVE.clear()
-    return n
+    return _LIVE.drop()
 
 
 def matrix_rows() -> dict[str, tuple[int, int]]:
@@ -252,8 +240,7 @@ def matrix_rows() -> dict[str, tuple[int, int]]:
 
 def live_keys() -> list[str]:
     """Keys of the data-parallel boosters this worker keeps live (tests, diagnostics)."""
-    with _LOCK:
-        return list(_LIVE)
+    return _LIVE.keys()
 
 
 def _forget_other_spreads(token: str) -> None:
@@ -261,8 +248,7 @@ def _forget_other_spreads(token: str) -> None:
     boosters trained on them (their prediction caches) are of no use any more."""
     for key in [k for k in _MATRICES if k[0] != token]:
         del _MATRICES[key]
-    for key in [k for k, v in _LIVE.items() if v.matrix[0] != token]:
-        del _LIVE[key]
+    _LIVE.drop(lambda live: live.matrix[0] != token)
 
 
 def _matrices(
@@ -299,26 +285,6 @@ def _matrices(
     return *_MATRICES[key], False
 
 
-def _take_live(request: TrialRequest, matrix: tuple[str, str, int, float]) -> xgb.Booster | None:
-    """The live booster for this request if it is the one saved at `resume_from`, on the same matrix."""
-    if not (request.live_key and request.resume_from):
-        return None
-    with _LOCK:
-        live = _LIVE.pop(request.live_key, None)
-    if live is None or live.checkpoint_uri != request.resume_from or live.matrix != matrix:
-        return None
-    return live.booster
-
-
-def _keep_live(request: TrialRequest, booster: xgb.Booster, matrix: tuple[str, str, int, float]) -> None:
-    if not (request.live_key and request.checkpoint_uri):
-        return
-    with _LOCK:
-        _LIVE[request.live_key] = LiveBooster(booster, request.checkpoint_uri, matrix)
-        while len(_LIVE) > MAX_LIVE:
-            _LIVE.popitem(last=False)
-
-
 def _train_unit(
     request: TrialRequest, args: dict[str, Any], rank: int, address: str, token: str,
     train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], device: str,
@@ -329,7 +295,7 @@ def _train_unit(
     nthread = int(request.nthread or distributed.get_worker().state.nthreads)
     params = {**xgb_params(request, device), "nthread": nthread}
     matrix = (token, device, request.max_bin, float(request.fraction))
-    live = _take_live(request, matrix)
+    live = _LIVE.take(request, matrix)
     # read before the communicator starts: a storage error then fails this worker at once
     saved = saved_booster(request) if live is None else None
     with collective.communicator(args, rank, address):
@@ -343,13 +309,9 @@ def _train_unit(
                 saved = bytes(live.save_raw(raw_format="ubj"))
             booster, resumed = new_booster(params, [dtrain, dvalid], saved), "checkpoint" if saved else "scratch"
         built = time.perf_counter()
-        log = boost(
-            booster, dtrain, dvalid, start=booster.num_boosted_rounds(), rounds=int(request.num_boost_round),
-            early_stopping_rounds=request.early_stopping_rounds, maximize=maximizes(str(params.get("eval_metric", ""))),
-            best_so_far=request.best_so_far,
-        )
+        log = boost_unit(booster, dtrain, dvalid, request, params)
         trained = time.perf_counter()
-    _keep_live(request, booster, matrix)
+    _LIVE.keep(request, booster, matrix)
     if rank != 0:
         return {"rank": rank, "rows": int(dtrain.num_row()), "total_rounds": booster.num_boosted_rounds(), "resumed": resumed, "matrix_cache_hit": matrix_hit}
     return unit_result(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,13 +18,13 @@ import xgboost as xgb
 from tasks.contracts import DatasetManifest, TrialRequest, TrialResult
 from tasks.engine.encoding import feature_names, feature_types
 from tasks.engine.fractions import subset_rows
+from tasks.engine.live import LiveBoosters
 from tasks.engine.shards import load_split
-from tasks.engine.training import boost, maximizes, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
+from tasks.engine.training import boost_unit, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
 
 _LOCK = threading.Lock()
 _CACHE: dict[str, ResidentData] = {}  # one dataset at a time, keyed by fingerprint + device
-_LIVE: OrderedDict[str, LiveBooster] = OrderedDict()  # live boosters by key, least recently used first
-MAX_LIVE = 32  # a live booster holds its trees and a prediction cache per matrix (floats per row)
+_LIVE = LiveBoosters()
 
 
 class ResidentData:
@@ -65,13 +63,6 @@ class ResidentData:
             return *self.matrices[(max_bin, fraction)], False
 
 
-@dataclass
-class LiveBooster:
-    booster: xgb.Booster
-    checkpoint_uri: str  # the saved copy this booster equals; a unit resuming from it may use it
-    matrix: tuple[int, float]  # (max_bin, fraction) it was trained on: its prediction cache
-
-
 def resident_data(manifest: DatasetManifest, storage_options: dict[str, Any], device: str) -> tuple[ResidentData, bool]:
     """This worker's copy of the dataset, loaded on first use; evicts any other dataset."""
     key = f"{manifest['fingerprint']}:{device}"
@@ -87,35 +78,14 @@ def release_data() -> int:
     """Drop every resident dataset and live booster (frees GPU memory too); returns how many datasets were dropped."""
     n = len(_CACHE)
     _CACHE.clear()
-    _LIVE.clear()
+    _LIVE.drop()
     gc.collect()
     return n
 
 
-def _take_live(request: TrialRequest, matrix: tuple[int, float]) -> xgb.Booster | None:
-    """The live booster for this request if it is the one saved at `resume_from`, on the same matrix."""
-    if not (request.live_key and request.resume_from):
-        return None
-    with _LOCK:
-        live = _LIVE.pop(request.live_key, None)
-    if live is None or live.checkpoint_uri != request.resume_from or live.matrix != matrix:
-        return None
-    return live.booster
-
-
-def _keep_live(request: TrialRequest, booster: xgb.Booster, matrix: tuple[int, float]) -> None:
-    if not (request.live_key and request.checkpoint_uri):
-        return
-    with _LOCK:
-        _LIVE[request.live_key] = LiveBooster(booster, request.checkpoint_uri, matrix)
-        while len(_LIVE) > MAX_LIVE:
-            _LIVE.popitem(last=False)
-
-
 def live_keys() -> list[str]:
     """Keys of the boosters this worker keeps live (tests, diagnostics)."""
-    with _LOCK:
-        return list(_LIVE)
+    return _LIVE.keys()
 
 
 def run_trial(request: TrialRequest) -> TrialResult:
@@ -128,20 +98,16 @@ def run_trial(request: TrialRequest) -> TrialResult:
     matrix = (request.max_bin, request.fraction)
     dtrain, dvalid, matrix_hit = data.matrices_for(*matrix)
     params = xgb_params(request, device)
-    booster, resumed = _take_live(request, matrix), "live"
+    booster, resumed = _LIVE.take(request, matrix), "live"
     if booster is not None:
         booster.set_param(params)  # PBT may have changed learning rate, subsampling, regularisation
     else:
         saved = saved_booster(request)
         booster, resumed = new_booster(params, [dtrain, dvalid], saved), "checkpoint" if saved else "scratch"
     built = time.perf_counter()
-    log = boost(
-        booster, dtrain, dvalid, start=booster.num_boosted_rounds(), rounds=int(request.num_boost_round),
-        early_stopping_rounds=request.early_stopping_rounds, maximize=maximizes(str(params.get("eval_metric", ""))),
-        best_so_far=request.best_so_far,
-    )
+    log = boost_unit(booster, dtrain, dvalid, request, params)
     trained = time.perf_counter()
-    _keep_live(request, booster, matrix)
+    _LIVE.keep(request, booster, matrix)
     return unit_result(
         booster, log, request, device=device, started=started, built=built, trained=trained, resumed=resumed,
         data_cache_hit=data_hit, matrix_cache_hit=matrix_hit, load_seconds=0.0 if data_hit else round(data.load_seconds, 4),

@@ -128,6 +128,15 @@ def boost(
     return BoostLog(history, best, False)
 
 
+def boost_unit(booster: xgb.Booster, dtrain: Any, dvalid: Any, request: TrialRequest, params: dict[str, Any]) -> BoostLog:
+    """`boost` for one unit of `request`: its rounds, its early stopping, from the booster's last round."""
+    return boost(
+        booster, dtrain, dvalid, start=booster.num_boosted_rounds(), rounds=int(request.num_boost_round),
+        early_stopping_rounds=request.early_stopping_rounds, maximize=maximizes(str(params.get("eval_metric", ""))),
+        best_so_far=request.best_so_far,
+    )
+
+
 def unit_result(
     booster: xgb.Booster,
     log: BoostLog,
