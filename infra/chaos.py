@@ -310,7 +310,7 @@ def worker_loss(workdir: Path, *, n_trials: int, workers: int, parallelism: int,
             killer.stop()
 
     trials = chaos["trials"]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]  # a pruned trial's rungs were retried too
     attempts = {t.number: int(result_of(t).get("attempt", 1)) for t in complete}
     retried = sorted(n for n, a in attempts.items() if a > 1)
     hit = sorted({n for k in killer.kills for n in k["trials"]})

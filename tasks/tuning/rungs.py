@@ -92,6 +92,7 @@ class RungState:
     resumed_from: int | None = None  # the lost trial this one continues
     seconds: float = 0.0  # worker seconds over the rungs
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attempts: int = 1  # the most Prefect attempts any of its rungs took
 
     def record(self) -> dict[str, Any]:
         return {"rung": self.rung, "best": list(self.best) if self.best else None, "checkpoint": self.checkpoint,
@@ -142,6 +143,8 @@ class RungScheduler:
         state.best, state.total_rounds = (int(result["best_iteration"]), value), int(result.get("total_rounds") or 0)
         state.checkpoint = result.get("checkpoint_uri")
         state.seconds += float(result.get("seconds") or 0.0)
+        state.attempts = max(state.attempts, int(result.get("attempt") or 1))
+        result["attempt"] = state.attempts  # a retried rung shows on the trial, whichever rung it was
         state.reports[rung.step] = value
         trial.report(value, rung.step)
         result["rung"], result["rungs"], result["unit_seconds"], result["seconds"] = rung.index, len(self.rungs), result.get("seconds"), round(state.seconds, 4)
