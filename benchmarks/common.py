@@ -173,6 +173,23 @@ def draw_configs(n: int, seed: int = 42) -> list[dict[str, Any]]:
     return configs
 
 
+def ray_space(tune: Any, space: dict[str, Any]) -> dict[str, Any]:
+    """Ray Tune's param_space for a tuneflow search space (`tune` is `ray.tune`), plus the fixed params and nthread=1."""
+    out: dict[str, Any] = {**fixed_params(), "nthread": 1}
+    for name, spec in space.items():
+        if not isinstance(spec, dict):
+            continue
+        if spec["type"] == "int":
+            out[name] = tune.randint(spec["low"], spec["high"] + 1)
+        elif spec["type"] == "categorical":
+            out[name] = tune.choice(spec["choices"])
+        elif spec.get("log"):
+            out[name] = tune.loguniform(spec["low"], spec["high"])
+        else:
+            out[name] = tune.uniform(spec["low"], spec["high"])
+    return out
+
+
 def fixed_params() -> dict[str, Any]:
     """What every tool trains with besides the configuration (what tuneflow's flow sets)."""
     from tasks.problem import objective_params

@@ -218,16 +218,7 @@ def run_ray(a: argparse.Namespace, manifest: dict[str, Any], configs: list[dict[
             with open(f"{times_dir}/{tune.get_context().get_trial_id()}.json", "w") as f:
                 _json.dump(rec, f)
 
-        space: dict[str, Any] = {**common.fixed_params(), "nthread": 1}
-        for name, spec in DEFAULT_SPACE.items():
-            if not isinstance(spec, dict):
-                continue
-            if spec["type"] == "int":
-                space[name] = tune.randint(spec["low"], spec["high"] + 1)
-            elif spec.get("log"):
-                space[name] = tune.loguniform(spec["low"], spec["high"])
-            else:
-                space[name] = tune.uniform(spec["low"], spec["high"])
+        space = common.ray_space(tune, DEFAULT_SPACE)
         tuner = tune.Tuner(
             tune.with_resources(
                 tune.with_parameters(train_xgb, X=X, y=y, Xv=Xv, yv=yv, times_dir=str(times_dir), max_rounds=a.max_rounds, esr=a.early_stopping_rounds),

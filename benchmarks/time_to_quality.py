@@ -426,18 +426,7 @@ def run_ray(a: argparse.Namespace, tool: str, ds: dict[str, Any], seed: int, sto
                 callbacks=[TuneReportCheckpointCallback(metrics={"valid-auc": "valid-auc"}, results_postprocessing_fn=lambda d: {**d, "t_unix": _time.time()})],
             )
 
-        space: dict[str, Any] = {**common.fixed_params(), "nthread": 1}
-        for name, spec in DEFAULT_SPACE.items():
-            if not isinstance(spec, dict):
-                continue
-            if spec["type"] == "int":
-                space[name] = tune.randint(spec["low"], spec["high"] + 1)
-            elif spec["type"] == "categorical":
-                space[name] = tune.choice(spec["choices"])
-            elif spec.get("log"):
-                space[name] = tune.loguniform(spec["low"], spec["high"])
-            else:
-                space[name] = tune.uniform(spec["low"], spec["high"])
+        space = common.ray_space(tune, DEFAULT_SPACE)
         tuner = tune.Tuner(
             tune.with_resources(
                 tune.with_parameters(train_xgb, X=X, y=y, Xv=Xv, yv=yv, kw=kw, max_rounds=a.max_rounds, esr=a.early_stopping_rounds),
