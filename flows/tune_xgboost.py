@@ -22,7 +22,7 @@ from tasks.engine.resident import release_data
 from tasks.plan import plan_run
 from tasks.problem import objective_params
 from tasks.settings import resolve_locations
-from tasks.tuning.choices import check_placement, search_choices
+from tasks.tuning.choices import SearchChoices, check_placement, search_choices
 from tasks.tuning.results import best_of_study
 from tasks.tuning.rungs import make_pruner
 from tasks.tuning.studies import default_study_name, enqueue_configs, open_study
@@ -124,7 +124,7 @@ def tune_xgboost(
     return result
 
 
-def describe(choices) -> str:  # noqa: ANN001
+def describe(choices: SearchChoices) -> str:
     """One log phrase for the strategy, e.g. 'search, pruner sha over rounds (rungs 55/166/500), async'."""
     if choices.strategy == Strategy.PBT:
         return f"population-based training: {choices.population} members, {choices.segments} segments"

@@ -160,9 +160,6 @@ class RungScheduler:
         trial.set_user_attr(RUNG_ATTR, state.record())  # passed: a resumed copy starts after it
         return lambda: self.run_unit(trial.number, state.params, self._unit(trial.number, state))
 
-    def forget(self, number: int) -> None:
-        self.states.pop(number, None)
-
     def _unit(self, number: int, state: RungState) -> Unit:
         rung = self.rungs[state.rung]
         prev = self.rungs[state.rung - 1] if state.rung else None
