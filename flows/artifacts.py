@@ -15,6 +15,7 @@ from flows import progress
 from tasks import objectstore
 from tasks.contracts import RunResult
 from tasks.tuning.loop import TrialEvent
+from tasks.tuning.objectives import cost_value
 
 VALIDATION_KEY = "validation-report"
 LEADERBOARD_KEY = "trial-leaderboard"
@@ -28,8 +29,8 @@ def publish_validation_report(markdown: str, fingerprint: str) -> None:
 class Leaderboard:
     """Logs each trial and keeps a Prefect table of the best trials current while the study runs."""
 
-    def __init__(self, direction: str, every_s: float = 5.0) -> None:
-        self.direction, self.every_s = direction, every_s
+    def __init__(self, direction: str, every_s: float = 5.0, costs: tuple[str, ...] = ()) -> None:
+        self.direction, self.every_s, self.costs = direction, every_s, costs
         self.rows: list[dict[str, Any]] = []
         self.last = 0.0
 
@@ -42,7 +43,8 @@ class Leaderboard:
         )
         if event.state in ("COMPLETE", "PRUNED") and event.value is not None:
             state = event.state if event.state == "COMPLETE" else f"PRUNED at rung {event.info.get('rung', '?')}"
-            self.rows.append({"trial": event.number, "state": state, "value": round(event.value, 6), **{k: _round(v) for k, v in event.params.items()}})
+            costs = {c: _round(cost_value(c, event.info)) for c in self.costs}
+            self.rows.append({"trial": event.number, "state": state, "value": round(event.value, 6), **costs, **{k: _round(v) for k, v in event.params.items()}})
         if time.time() - self.last >= self.every_s:
             self.publish(f"{event.done} trials done, {event.failed} failed, {event.pruned} pruned, best {event.best_value}")
 
@@ -70,12 +72,18 @@ def summary_markdown(result: RunResult) -> str:
         f"- test {result['metric']}: {reg['test_value']:.6f}",
         f"- model: `{reg['model_uri']}` alias **{reg['alias']}**",
         f"- study: `{result['study_name']}` in `{result['storage']}`",
-        f"- data: `{result['manifest_uri']}` rows {result['rows']}",
+        f"- data: `{result['manifest_uri']}` rows {result['rows']}" + (f" (smoke run on sample {result['sample']})" if result["sample"] else ""),
+        f"- sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; {result['cost_hours']:.4f} core-hours",
+        *([f"- warm start: {w['trials']} trials {w['mode']} from `{w['from']}`"] if (w := result["warm_start"]) else []),
         "",
         "| parameter | value |",
         "| --- | --- |",
         *[f"| {k} | {v} |" for k, v in result["best_params"].items()],
     ]
+    if result["pareto_front"]:
+        names = result["objectives"]
+        lines += ["", f"## Pareto front ({', '.join(names)})", "", "| trial | " + " | ".join(names) + " | within limits |", "|---" * (len(names) + 2) + "|"]
+        lines += [f"| {r['number']} | " + " | ".join(f"{r[n]:.5g}" for n in names) + f" | {'yes' if r['within_limits'] else 'no'} |" for r in result["pareto_front"]]
     return "\n".join(lines)
 
 
@@ -84,9 +92,15 @@ def study_plots(the_study: Any) -> dict[str, str]:
     import optuna.visualization as vis
 
     plots = {}
-    for name, make in [("optimization_history", vis.plot_optimization_history), ("param_importances", vis.plot_param_importances), ("parallel_coordinate", vis.plot_parallel_coordinate)]:
+    multi = len(the_study.directions) > 1
+    metric = {"target": lambda t: t.values[0], "target_name": "metric"} if multi else {}
+    makers = [("optimization_history", vis.plot_optimization_history, metric), ("param_importances", vis.plot_param_importances, metric),
+              ("parallel_coordinate", vis.plot_parallel_coordinate, metric)]
+    if multi:
+        makers.append(("pareto_front", vis.plot_pareto_front, {}))
+    for name, make, options in makers:
         try:
-            plots[f"{name}.html"] = make(the_study).to_html(full_html=True, include_plotlyjs="cdn")
+            plots[f"{name}.html"] = make(the_study, **options).to_html(full_html=True, include_plotlyjs="cdn")
         except Exception:  # e.g. importances need two or more complete trials
             continue
     return plots

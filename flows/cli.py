@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from tasks.contracts import (
     DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_FIDELITY, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, DEFAULT_POPULATION, DEFAULT_PRUNER,
-    Device, Placement, Schedule, Strategy, Task,
+    DEFAULT_SAMPLER, Device, Placement, Sampler, Schedule, Strategy, Task, WarmStart,
 )
 
 # Prefect's temporary server phones home on a timer and logs a traceback when SQLite is busy.
@@ -66,17 +66,31 @@ def run(
     fidelity: str = typer.Option(DEFAULT_FIDELITY.value, "--fidelity", help="What a pruner's rungs grow: rounds | data (train-row fractions 1/9, 1/3, 1) | both."),
     schedule: str = typer.Option(Schedule.ASYNC.value, "--schedule", help="async (a trial starts when a slot frees) | sync (batches of --parallelism)."),
     population: int = typer.Option(DEFAULT_POPULATION, "--population", help="PBT: members trained together."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER.value, "--sampler", help="auto (picked from the space and budget, reason logged) | " + " | ".join(m.value for m in Sampler if m != Sampler.AUTO) + "."),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="The metric, then costs to minimise: e.g. auc,size_mb,latency_ms,train_s (Pareto front)."),
+    within: Optional[str] = typer.Option(None, "--within", help="Multi-objective: register the best metric within limits, e.g. size_mb=2,latency_ms=5."),
+    stop_at: Optional[float] = typer.Option(None, "--stop-at", help="Stop starting trials once the metric reaches this value."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after N finished trials without improving the best."),
+    min_delta: float = typer.Option(0.0, "--min-delta", help="With --patience: the smallest improvement that counts."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop once the trials used this many core-hours (GPU-hours on CUDA)."),
+    warm_start: str = typer.Option(WarmStart.AUTO.value, "--warm-start", help="auto (seed a new study from the latest earlier one on this dataset) | off | STUDY_NAME."),
+    sample: Optional[str] = typer.Option(None, "--sample", help="Smoke run on a deterministic subset: a fraction (0.1, 10%) or a row count (50000)."),
 ) -> None:
     """Tune XGBoost on DATA for TARGET and register the best model."""
     from tasks.errors import TuneflowError
     from tasks.plan import plan_run
-    from tasks.tuning.choices import search_choices
+    from tasks.tuning.choices import plan_tuning, search_choices
 
     try:
         chosen_device, chosen_placement = _choice(Device, device, "--device"), _choice(Placement, placement, "--placement")
-        choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds)
+        chosen_sampler = _choice(Sampler, sampler, "--sampler")
+        choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
         # Checked here, before the temporary Prefect server starts; the flow reuses this plan.
-        plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
+        plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample)
+        plan_tuning(
+            plan, choices, n_trials=n_trials, sampler=chosen_sampler, objectives=objectives, within=within, stop_at=stop_at,
+            patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
+        )
     except TuneflowError as exc:
         _fail(exc)
 
@@ -103,7 +117,8 @@ def run(
                 dask_address=dask_address, device=chosen_device, placement=chosen_placement, enqueue=enqueue, seed=seed, row_key=row_key,
                 study_name=study_name, model_name=model_name, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
                 strategy=choices.strategy, pruner=None if pruner is None else choices.pruner, fidelity=choices.fidelity,
-                schedule=choices.schedule, population=population,
+                schedule=choices.schedule, population=population, sampler=chosen_sampler, objectives=objectives, within=within,
+                stop_at=stop_at, patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start, sample=sample,
             )
     except TuneflowError as exc:  # DataValidationError included
         _fail(exc)
@@ -114,6 +129,15 @@ def run(
     out = Console(soft_wrap=True)
     tuned = f"{result['trials_this_run']} trials this run ({result['pruned_this_run']} pruned, {result['failed_this_run']} failed)"
     out.print(f"\n[bold green]Done.[/] {tuned}; best {result['metric']} (valid) = [bold]{result['best_value']:.6f}[/] (trial {result['best_trial']}), test = {reg['test_value']:.6f}")
+    out.print(f"sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}")
+    if result["warm_start"]:
+        warm = result["warm_start"]
+        out.print(f"warm start: {warm['trials']} trials {warm['mode']} from study {warm['from']}")
+    if result["pareto_front"]:
+        names = result["objectives"]
+        out.print(f"Pareto front ({len(result['pareto_front'])} trials; registered: trial {result['best_trial']}):")
+        for row in result["pareto_front"][:10]:
+            out.print("  trial {:>4}  ".format(row["number"]) + "  ".join(f"{n} {row[n]:.5g}" for n in names) + ("" if row["within_limits"] else "  (outside --within)"))
     out.print("best parameters:")
     for key, value in result["best_params"].items():
         out.print(f"  {key} = {value}")
@@ -123,6 +147,9 @@ def run(
     out.print(f"report: {result['report_uri']}")
     out.print(f"MLflow UI:  mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")
     out.print("Prefect UI: prefect server start   (then open http://127.0.0.1:4200)")
+    if result["sample"]:
+        out.print(f"[bold]This was a smoke run on a sample ({result['sample']}).[/] Run the full data with the same command without --sample;"
+                  " its study warm-starts from this one.")
 
 
 def _choice(kind: type[E], value: str, option: str) -> E:

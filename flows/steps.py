@@ -58,11 +58,14 @@ def validate_task(files: list[dict], schema: dict, expectations: dict, storage_o
     result_serializer="json",
     **RETRY,
 )
-def shard_task(files: list[dict], schema: dict, profile: dict, store: str, name: str, fp: str, seed: int, row_key: str | None, storage_options: dict) -> DatasetManifest:
+def shard_task(
+    files: list[dict], schema: dict, profile: dict, store: str, name: str, fp: str, seed: int, row_key: str | None, storage_options: dict,
+    sample: str | None = None, rows: int | None = None,
+) -> DatasetManifest:
     ddf = inputs.read_dataset(files, schema, storage_options)
     return shard.shard_dataset(
         ddf, files, schema, profile, store=store, name=name, fp=fp, seed=seed,
-        fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, storage_options=storage_options,
+        fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, storage_options=storage_options, sample=sample, rows=rows,
     )
 
 

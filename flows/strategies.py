@@ -14,17 +14,21 @@ from flows import steps
 from tasks import objectstore
 from tasks.contracts import Strategy, TrialRequest
 from tasks.engine.placement import Trainer
-from tasks.tuning.choices import SearchChoices
+from tasks.tuning.choices import SearchChoices, TuningPlan
 from tasks.tuning.loop import StudyOutcome, TrialEvent, run_study
 from tasks.tuning.pbt import PopulationTraining
 from tasks.tuning.results import checkpoint_path, model_path
 from tasks.tuning.rungs import RungScheduler, Unit
+from tasks.tuning.samplers import exhausted
+from tasks.tuning.search_space import SearchSpace
+from tasks.tuning.stopping import StopWatch
 
 
 def tune(
     study: optuna.Study,
-    space: dict[str, Any],
+    space: SearchSpace,
     choices: SearchChoices,
+    tuning: TuningPlan,
     template: TrialRequest,
     trainer: Trainer,
     *,
@@ -46,7 +50,7 @@ def tune(
 
         log = get_run_logger()
         return PopulationTraining(
-            study, space, population=choices.population, segments=choices.segments, max_rounds=template.num_boost_round,
+            study, space.params, population=choices.population, segments=choices.segments, max_rounds=template.num_boost_round,
             parallelism=parallelism, run_segment=run_segment, checkpoint_path=lambda m, s: checkpoint_path(store, name, 10_000 + m, s),
             state_uri=objectstore.join(store, "studies", name, "pbt-state.json"), storage_options=template.storage_options,
             seed=seed, timeout=timeout, on_event=on_event, log=log.info,
@@ -57,7 +61,17 @@ def tune(
         return steps.trial_task.submit(number, request, trainer, model_path(store, name, number), trial_timeout)
 
     scheduler = RungScheduler(study, list(choices.rungs), run_unit, lambda number, rung: checkpoint_path(store, name, number, rung))
+    objectives = tuning.objectives
+    maximize = objectives.direction == "maximize"
     return run_study(
         study, space, n_trials=n_trials, timeout=timeout, parallelism=parallelism, on_event=on_event,
         submit=lambda number, params: None, start=scheduler.start, advance=scheduler.advance, schedule=choices.schedule.value,
+        stop=StopWatch(tuning.rules, maximize, best=_best_value(study, maximize)), exhausted=lambda: exhausted(study.sampler, study),
+        values_of=objectives.values if objectives.multi else None,
     )
+
+
+def _best_value(study: optuna.Study, maximize: bool) -> float | None:
+    """The study's best metric so far (a resumed study may already be past --stop-at)."""
+    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.values]
+    return (max(values) if maximize else min(values)) if values else None

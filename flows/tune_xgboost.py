@@ -13,8 +13,9 @@ from flows import artifacts, steps, strategies
 from tasks import objectstore
 from tasks.contracts import (
     DEFAULT_EARLY_STOPPING_ROUNDS, DEFAULT_FIDELITY, DEFAULT_MAX_ROUNDS, DEFAULT_N_TRIALS, DEFAULT_PARALLELISM, DEFAULT_POPULATION,
-    Device, Fidelity, Placement, Pruner, RunResult, Schedule, Strategy, Task, trial_request,
+    DEFAULT_SAMPLER, Device, Fidelity, Placement, Pruner, RunResult, Sampler, Schedule, Strategy, Task, WarmStart, trial_request,
 )
+from tasks.data import shard, subset
 from tasks.data.shard import DEFAULT_FRACTIONS, MANIFEST
 from tasks.engine.cluster import dask_client, trial_threads
 from tasks.engine.placement import choose_placement, open_trainer, worker_memory
@@ -22,10 +23,13 @@ from tasks.engine.resident import release_data
 from tasks.plan import plan_run
 from tasks.problem import objective_params
 from tasks.settings import resolve_locations
-from tasks.tuning.choices import SearchChoices, check_placement, search_choices
+from tasks.tuning.choices import SearchChoices, check_placement, plan_tuning, search_choices
+from tasks.tuning.objectives import pareto_front
 from tasks.tuning.results import best_of_study
 from tasks.tuning.rungs import make_pruner
-from tasks.tuning.studies import default_study_name, enqueue_configs, open_study
+from tasks.tuning.samplers import build_sampler
+from tasks.tuning.studies import default_study_name, enqueue_configs, open_storage, open_study, space_hash
+from tasks.tuning.warm_start import StudyIdentity, check_parent, seed_new_study, stamp
 
 
 TRAIN_FRACTION = DEFAULT_FRACTIONS["train"]
@@ -60,23 +64,46 @@ def tune_xgboost(
     fidelity: Fidelity = DEFAULT_FIDELITY,
     schedule: Schedule = Schedule.ASYNC,
     population: int = DEFAULT_POPULATION,
+    sampler: Sampler = DEFAULT_SAMPLER,
+    objectives: str | None = None,
+    within: str | None = None,
+    stop_at: float | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    max_cost: float | None = None,
+    warm_start: str = WarmStart.AUTO,
+    sample: str | None = None,
 ) -> RunResult:
     """Validate, shard, tune and register an XGBoost model for `target` in `data`."""
     log = get_run_logger()
-    choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds)
-    plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
+    choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
+    plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample)
+    tuning = plan_tuning(
+        plan, choices, n_trials=n_trials, sampler=sampler, objectives=objectives, within=within, stop_at=stop_at,
+        patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
+    )
     where = resolve_locations(store, storage, dask_address)
-    log.info("dataset %s: %d file(s), %.1f MB, fingerprint %s", plan.name, len(plan.files), sum(f["size"] for f in plan.files) / 1e6, plan.fingerprint)
+    name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space, tuning.objectives.costs)
+    if choices.strategy == Strategy.PBT and not study_name:
+        name += "-pbt"  # a population is not a search: its own study
+    identity = StudyIdentity(plan.name, plan.fingerprint, plan.task, plan.metric, ",".join(tuning.objectives.names), space_hash(plan.space))
+    if tuning.warm_start not in (WarmStart.AUTO, WarmStart.OFF):  # a named parent: checked before anything is written
+        check_parent(open_storage(where.study_storage), tuning.warm_start, identity)
+    log.info("dataset %s: %d file(s), %.1f MB, fingerprint %s%s", plan.name, len(plan.files), sum(f["size"] for f in plan.files) / 1e6, plan.fingerprint,
+             f", sample {plan.sample}" if plan.sample else "")
 
     with dask_client(where.dask_address, parallelism, device) as client:
         cached = {"result_storage": artifacts.results_storage(where.store, where.store_options)}
-        report = steps.validate_task.with_options(**cached)(plan.files, plan.schema, plan.expectations, plan.data_options, plan.fingerprint)
+        # validation reads every row, sample or not, so a smoke run and the full run share its cached report
+        full_fp = shard.fingerprint(plan.files, plan.schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
+        report = steps.validate_task.with_options(**cached)(plan.files, plan.schema, plan.expectations, plan.data_options, full_fp)
         log.info("validation passed: %d rows, %d expectations", report["rows"], len(report["results"]))
         workers = len(client.scheduler_info()["workers"])
         # before sharding, so a fidelity these rows cannot serve leaves no dataset version behind
-        check_placement(choices, Placement.DATA if placement == Placement.DATA else Placement.TRIAL, int(report["rows"] * TRAIN_FRACTION), workers)
+        check_placement(choices, Placement.DATA if placement == Placement.DATA else Placement.TRIAL, int(subset.sampled_rows(plan.sample, report["rows"]) * TRAIN_FRACTION), workers)
         manifest = steps.shard_task.with_options(**cached)(
             plan.files, plan.schema, report["profile"], where.store, plan.name, plan.fingerprint, seed, row_key, {**plan.data_options, **where.store_options},
+            sample=plan.sample, rows=report["rows"],
         )
         log.info("dataset version %s: %s", plan.fingerprint, {s: v["rows"] for s, v in manifest["splits"].items()})
 
@@ -84,28 +111,37 @@ def tune_xgboost(
         check_placement(choices, chosen, manifest["splits"]["train"]["rows"], workers)
         in_flight = 1 if chosen == Placement.DATA else parallelism  # a data-parallel trial already uses every worker
         log.info("placement: %s-parallel, %d trial(s) in flight; %s", chosen.value, in_flight, describe(choices))
-        name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space)
-        if choices.strategy == Strategy.PBT and not study_name:
-            name += "-pbt"  # a population is not a search: its own study
-        the_study = open_study(where.study_storage, name, plan.direction, seed, make_pruner(choices.pruner, list(choices.rungs)))
+        the_study = open_study(
+            where.study_storage, name, tuning.objectives.directions, seed, make_pruner(choices.pruner, list(choices.rungs)),
+            sampler=lambda s: build_sampler(tuning.sampler, plan.space, s),
+        )
+        log.info("sampler %s (%s); objectives %s; stopping: %s", tuning.sampler.name.value, tuning.sampler.reason,
+                 tuning.objectives.describe(), tuning.rules.describe())
+        warm = seed_new_study(the_study, open_storage(where.study_storage), tuning.warm_start, identity)
+        if warm:
+            log.info("warm start from study %s: %d trials %s", warm["from"], warm["trials"], warm["mode"])
+        stamp(the_study, identity)
         enqueue_configs(the_study, plan.enqueue)
         template = trial_request(
             manifest, {**objective_params(plan.task, len(manifest["classes"] or []), plan.metric), "seed": seed},
             storage_options=where.store_options, placement=chosen, device=Device(device), nthread=trial_threads(client, where.dask_address),
-            num_boost_round=max_rounds, early_stopping_rounds=early_stopping_rounds,
+            num_boost_round=max_rounds, early_stopping_rounds=early_stopping_rounds, measure_latency=tuning.objectives.measures_latency,
         )
-        leaderboard = artifacts.Leaderboard(plan.direction)
+        leaderboard = artifacts.Leaderboard(plan.direction, costs=tuning.objectives.costs)
         with open_trainer(client, chosen, manifest, where.store_options) as trainer:
             outcome = strategies.tune(
-                the_study, plan.space, choices, template, trainer, store=where.store, n_trials=n_trials, timeout=timeout,
+                the_study, plan.space, choices, tuning, template, trainer, store=where.store, n_trials=tuning.n_trials, timeout=timeout,
                 parallelism=in_flight, trial_timeout=trial_timeout, seed=seed, on_event=leaderboard,
             )
         leaderboard.publish(f"final: {outcome.completed} completed this run, best {outcome.best_value}")
         if where.dask_address:  # a shared cluster: free worker (and GPU) memory for the next study
             client.run(release_data)
-        best = best_of_study(the_study, plan.space, outcome)
+        log.info("tuning stopped by %s", outcome.stopped_by)
+        front = pareto_front(the_study, tuning.objectives)
+        best = best_of_study(the_study, plan.space, outcome, tuning.objectives)
+        default_model = f"tuneflow-{plan.name}" + ("-sample" if plan.sample else "")  # a smoke run never competes with real models
         registered = steps.register_task(
-            best, manifest, plan.metric, plan.direction, model_name or f"tuneflow-{plan.name}", report, artifacts.study_plots(the_study), where,
+            best, manifest, plan.metric, plan.direction, model_name or default_model, report, artifacts.study_plots(the_study), where,
         )
         log.info("tuning: %d completed, %d pruned, %d failed in %.1f s; slots busy %s of the time",
                  outcome.completed, outcome.pruned, outcome.failed, outcome.seconds, outcome.slot_utilisation)
@@ -115,7 +151,9 @@ def tune_xgboost(
         rows={s: v["rows"] for s, v in manifest["splits"].items()}, study_name=the_study.study_name, storage=where.study_storage,
         metric=plan.metric, direction=plan.direction, trials_this_run=outcome.completed + outcome.failed + outcome.pruned,
         failed_this_run=outcome.failed, pruned_this_run=outcome.pruned, strategy=choices.strategy.value, pruner=choices.pruner.value,
-        fidelity=choices.fidelity.value, schedule=choices.schedule.value, slot_utilisation=outcome.slot_utilisation, recovered_trials=outcome.recovered, placement=chosen.value, best_trial=best["number"],
+        fidelity=choices.fidelity.value, schedule=choices.schedule.value, sampler=tuning.sampler.name.value, sampler_reason=tuning.sampler.reason,
+        objectives=tuning.objectives.names, pareto_front=front, stopped_by=outcome.stopped_by, cost_hours=outcome.cost_hours,
+        warm_start=warm, sample=plan.sample, slot_utilisation=outcome.slot_utilisation, recovered_trials=outcome.recovered, placement=chosen.value, best_trial=best["number"],
         best_value=best["value"], best_params=best["params"], registered=registered, tune_seconds=round(outcome.seconds, 2),
         report_uri=objectstore.join(where.store, "reports", f"{the_study.study_name}.json"),
     )

@@ -14,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+if TYPE_CHECKING:  # workers never load it: it imports Optuna
+    from tasks.tuning.search_space import SearchSpace
 
 # Defaults: the CLI, the flow, the engine and the benchmarks all read them from here.
 DEFAULT_MAX_ROUNDS = 500
@@ -65,8 +68,25 @@ class Schedule(enum.StrEnum):
     SYNC = "sync"  # batches of `parallelism` trials: the next batch starts when the whole batch is done
 
 
+class Sampler(enum.StrEnum):
+    AUTO = "auto"  # picked from the space, the budget and the objectives (tasks/tuning/samplers.py)
+    TPE = "tpe"  # multivariate TPE (group=True on a conditional space)
+    RANDOM = "random"
+    GRID = "grid"
+    QMC = "qmc"
+    GP = "gp"  # needs torch: pip install 'tuneflow[gp]'
+    CMAES = "cmaes"
+    NSGA2 = "nsga2"
+
+
+class WarmStart(enum.StrEnum):
+    AUTO = "auto"  # seed a new study from the latest earlier study of the same dataset, task, metric and space
+    OFF = "off"
+
+
 DEFAULT_PRUNER = Pruner.SHA
 DEFAULT_FIDELITY = Fidelity.ROUNDS
+DEFAULT_SAMPLER = Sampler.AUTO
 
 
 class Task(enum.StrEnum):
@@ -109,6 +129,7 @@ class DatasetManifest(TypedDict):
     row_key: str | None
     split: dict[str, Any]
     splits: dict[str, SplitFiles]  # "train" | "valid" | "test"
+    sample: NotRequired[dict[str, Any] | None]  # --sample: spec, fraction, of_rows, rows, all_rows (tasks/data/subset.py); None/absent: all rows
     total_rows: int
     total_bytes: int
     sources: list[dict[str, Any]]
@@ -146,6 +167,7 @@ class TrialRequest:
     live_key: str | None = None
     checkpoint_uri: str | None = None
     best_so_far: tuple[int, float] | None = None
+    measure_latency: bool = False  # time a prediction of the valid split (a latency objective)
 
     @property
     def max_bin(self) -> int:
@@ -185,6 +207,10 @@ class TrialResult:
     seconds: float = 0.0
     pid: int | None = None
     noop: bool = False
+    cores: int = 1  # CPU threads the unit held (all workers' in data-parallel placement)
+    gpus: int = 0
+    model_bytes: int = 0  # size of model_ubj
+    predict_ms_per_1k: float | None = None  # when the request asked: milliseconds to predict 1,000 valid rows
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe fields worth keeping with the trial (no model bytes, no per-round history)."""
@@ -206,7 +232,7 @@ class RunPlan:
     task: str
     metric: str
     direction: str
-    space: dict[str, Any]
+    space: SearchSpace
     expectations: dict[str, Any]
     files: list[dict[str, Any]]
     schema: dict[str, Any]
@@ -214,6 +240,7 @@ class RunPlan:
     fingerprint: str
     data_options: dict[str, Any]
     enqueue: list[dict[str, Any]]
+    sample: str | None = None  # --sample, normalised ("10%" -> "0.1"; a row count "50000"); part of the fingerprint
 
 
 class RegisteredModel(TypedDict):
@@ -246,6 +273,14 @@ class RunResult(TypedDict):
     pruner: str
     fidelity: str
     schedule: str
+    sampler: str
+    sampler_reason: str
+    objectives: list[str]  # the metric, then any costs (multi-objective)
+    pareto_front: list[dict[str, Any]]  # multi-objective: the Pareto-optimal trials, best metric first
+    stopped_by: str  # which rule ended the tuning
+    cost_hours: float  # core-hours (GPU-hours on CUDA) the trials of this run held
+    warm_start: dict[str, Any] | None  # {"from": study, "mode": copied|enqueued, "trials": n}
+    sample: str | None  # --sample of a smoke run
     slot_utilisation: float | None  # share of the trial slots' time that units were in flight
     recovered_trials: list[int]
     placement: str

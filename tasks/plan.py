@@ -6,7 +6,7 @@ from typing import Any
 
 from tasks import objectstore
 from tasks.contracts import RunPlan
-from tasks.data import inputs, shard
+from tasks.data import inputs, shard, subset
 from tasks.errors import TuneflowError
 from tasks.problem import check_task, resolve_metric
 from tasks.tuning import search_space
@@ -31,10 +31,14 @@ def plan_run(
     timeout: float | None,
     parallelism: int,
     enqueue: str | None = None,
+    sample: str | None = None,
 ) -> RunPlan:
-    """Cheap checks (arguments, files, header, target column) so bad input fails in seconds."""
+    """Cheap checks (arguments, files, header, target column) so bad input fails in seconds.
+
+    `sample` (--sample FRACTION|ROWS) is checked and normalised here; the plan's fingerprint is
+    the sample's own dataset version (unchanged when it is None)."""
     global _last
-    key = (data, target, str(task), metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue)
+    key = (data, target, str(task), metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample)
     if _last is not None and _last[0] == key and inputs.expand_inputs(data, _last[1].data_options) == _last[1].files:
         return _last[1]
     plan = _plan(*key)
@@ -44,9 +48,10 @@ def plan_run(
 
 def _plan(
     data: str, target: str, task: str, metric: str | None, space: str | None, expectations: str | None, seed: int,
-    row_key: str | None, n_trials: int | None, timeout: float | None, parallelism: int, enqueue: str | None,
+    row_key: str | None, n_trials: int | None, timeout: float | None, parallelism: int, enqueue: str | None, sample: str | None,
 ) -> RunPlan:
     check_task(task)
+    sample = subset.normalise_sample(sample)
     metric, direction = resolve_metric(task, metric)
     if n_trials is None and timeout is None:
         raise TuneflowError("No budget given.", "pass --n-trials N and/or --timeout SECONDS.")
@@ -70,5 +75,8 @@ def _plan(
         raise TuneflowError(f"Row key column '{row_key}' is not in the data.", "pass --row-key with an existing column, or leave it out.")
     if row_key == target:
         raise TuneflowError("The row key cannot be the target.", "pass an identifier column as --row-key.")
-    fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
-    return RunPlan(data, target, task, metric, direction, space_def, user_expectations, files, schema, shard.dataset_name(data), fp, data_options, configs)
+    fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, sample=sample)
+    return RunPlan(
+        data, target, task, metric, direction, space_def, user_expectations, files, schema, shard.dataset_name(data), fp, data_options, configs,
+        sample=sample,
+    )

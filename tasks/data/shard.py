@@ -20,6 +20,7 @@ import pandas as pd
 
 from tasks import objectstore as storage
 from tasks.contracts import LABEL_COLUMN, DatasetManifest
+from tasks.data import subset
 from tasks.engine.encoding import as_categorical
 from tasks.errors import TuneflowError
 
@@ -52,9 +53,11 @@ def fingerprint(
     seed: int,
     fractions: dict[str, float],
     row_key: str | None,
+    sample: str | None = None,
 ) -> str:
-    """Hash of the inputs' identities, the split settings and the shard code version."""
-    payload = {
+    """Hash of the inputs' identities, the split settings, the sample (only when there is one,
+    so a run without --sample keeps its version) and the shard code version."""
+    payload: dict[str, Any] = {
         "files": [[f["uri"], f["size"], f["identity"]] for f in files],
         "schema": schema,
         "seed": seed,
@@ -62,6 +65,8 @@ def fingerprint(
         "row_key": row_key,
         "code": SHARD_CODE_VERSION,
     }
+    if sample is not None:
+        payload["sample"] = subset.normalise_sample(sample)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -69,12 +74,19 @@ def version_uri(store: str, name: str, fp: str) -> str:
     return storage.join(store, "datasets", name, fp)
 
 
-def split_of(df: pd.DataFrame, partition: int, *, seed: int, fractions: dict[str, float], row_key: str | None) -> np.ndarray:
-    """Deterministic split label per row: a seeded hash of the row key, or of the row position."""
+def row_hashes(df: pd.DataFrame, partition: int, row_key: str | None) -> np.ndarray:
+    """Unseeded per-row identity the split and the sample hash: the row key's hash, or the row position."""
     if row_key:
-        hashes = pd.util.hash_pandas_object(df[row_key], index=False).to_numpy()
-    else:
-        hashes = np.arange(len(df), dtype=np.uint64) + (np.uint64(partition) << np.uint64(40))
+        return pd.util.hash_pandas_object(df[row_key], index=False).to_numpy()
+    return np.arange(len(df), dtype=np.uint64) + (np.uint64(partition) << np.uint64(40))
+
+
+def split_of(
+    df: pd.DataFrame, partition: int, *, seed: int, fractions: dict[str, float], row_key: str | None, hashes: np.ndarray | None = None
+) -> np.ndarray:
+    """Deterministic split label per row: a seeded hash of the row key, or of the row position."""
+    if hashes is None:
+        hashes = row_hashes(df, partition, row_key)
     # hash_array ignores hash_key for numbers, so the seed is mixed in explicitly
     seed_mix = np.uint64(int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:8], "little"))
     hashes = pd.util.hash_array(hashes ^ seed_mix)
@@ -103,10 +115,17 @@ def encode_frame(df: pd.DataFrame, layout: dict[str, Any]) -> pd.DataFrame:
 
 def write_partition(
     df: pd.DataFrame, partition: int, root: str, layout: dict[str, Any], storage_options: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Write one input partition's rows into one part file per split; return their records."""
+) -> tuple[list[dict[str, Any]], int]:
+    """Write one input partition's labelled (and sampled) rows into one part file per split;
+    return their records and how many labelled rows the partition had."""
     df = df[df[layout["target"]].notna()]
-    labels = split_of(df, partition, seed=layout["seed"], fractions=layout["fractions"], row_key=layout["row_key"])
+    labelled = len(df)
+    hashes = row_hashes(df, partition, layout["row_key"])
+    # the split is decided on all labelled rows, so a sampled row keeps its full-data split
+    labels = split_of(df, partition, seed=layout["seed"], fractions=layout["fractions"], row_key=layout["row_key"], hashes=hashes)
+    if layout.get("sample_fraction") is not None:
+        keep = subset.sample_mask(hashes, seed=layout["seed"], fraction=layout["sample_fraction"])
+        df, labels = df[keep], labels[keep]
     encoded = encode_frame(df, layout)
     records = []
     for split in SPLITS:
@@ -119,7 +138,7 @@ def write_partition(
         rel = f"{split}/part-{partition:05d}.parquet"
         storage.write_bytes_atomic(storage.join(root, rel), data, storage_options)
         records.append({"split": split, "path": rel, "rows": len(part), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    return records
+    return records, labelled
 
 
 def shard_layout(schema: dict[str, Any], profile: dict[str, Any], *, seed: int, fractions: dict[str, float], row_key: str | None) -> dict[str, Any]:
@@ -159,8 +178,18 @@ def shard_dataset(
     fractions: dict[str, float],
     row_key: str | None,
     storage_options: dict[str, Any],
+    sample: str | None = None,
+    rows: int | None = None,
 ) -> DatasetManifest:
-    """Write shards then the manifest; return the manifest. An existing manifest is reused as is."""
+    """Write shards then the manifest; return the manifest. An existing manifest is reused as is.
+
+    `sample` (see tasks/data/subset.py) keeps a deterministic subset of the labelled rows; `fp` must
+    be the fingerprint computed with the same sample. `rows` is the row count validation saw
+    (`report["rows"]`): with the profile's target nulls it gives a ROWS sample its total without a
+    counting pass. The manifest's `sample` records the spec, the fraction used and the rows kept.
+    """
+    if sample is not None and fp == fingerprint(files, schema, seed=seed, fractions=fractions, row_key=row_key):
+        raise ValueError("a sample must be sharded under its own fingerprint: pass sample= to fingerprint() too")
     root = version_uri(store, name, fp)
     manifest_uri = storage.join(root, MANIFEST)
     if storage.exists(manifest_uri, storage_options):
@@ -174,11 +203,16 @@ def shard_dataset(
 
     layout = shard_layout(schema, profile, seed=seed, fractions=check_fractions(fractions), row_key=row_key)
     started = time.perf_counter()
+    spec = subset.parse_sample(sample)
+    if spec is not None:
+        layout["sample_fraction"] = spec.fraction if spec.fraction is not None else spec.fraction_of(_labelled_rows(ddf, schema, profile, rows))
     writes = [
         dask.delayed(write_partition)(part, i, root, layout, storage_options)
         for i, part in enumerate(ddf.to_delayed())
     ]
-    records = [r for batch in dask.compute(*writes) for r in batch]
+    outputs = dask.compute(*writes)
+    records = [r for batch, _ in outputs for r in batch]
+    labelled = sum(n for _, n in outputs)
     splits = {}
     for split in SPLITS:
         parts = sorted((r for r in records if r["split"] == split), key=lambda r: r["path"])
@@ -191,8 +225,8 @@ def shard_dataset(
     if empty:
         fs.rm(path, recursive=True)
         raise TuneflowError(
-            f"The {', '.join(empty)} split would be empty ({sum(r['rows'] for r in records)} labelled rows).",
-            "give more rows, or change the split fractions.",
+            f"The {', '.join(empty)} split would be empty ({sum(r['rows'] for r in records)} labelled rows{' in the sample' if spec else ''}).",
+            f"use a larger --sample than {spec.text}, or none." if spec else "give more rows, or change the split fractions.",
         )
     manifest = {
         "format": "tuneflow.dataset/1",
@@ -203,6 +237,9 @@ def shard_dataset(
         **{k: layout[k] for k in ("target", "task", "features", "classes", "row_key")},
         "split": {"seed": seed, "fractions": fractions, "method": "row_key hash" if row_key else "row position hash"},
         "splits": splits,
+        "sample": None if spec is None else subset.sample_record(
+            spec, layout["sample_fraction"], labelled, sum(s["rows"] for s in splits.values()), seed, row_key,
+        ),
         "total_rows": sum(s["rows"] for s in splits.values()),
         "total_bytes": sum(s["bytes"] for s in splits.values()),
         "sources": files,
@@ -211,3 +248,10 @@ def shard_dataset(
     }
     storage.write_json_atomic(manifest_uri, manifest, storage_options)
     return manifest
+
+
+def _labelled_rows(ddf: dd.DataFrame, schema: dict[str, Any], profile: dict[str, Any], rows: int | None) -> int:
+    """Rows with a target: validation's count less the target's nulls, or counted here (one extra pass)."""
+    if rows is not None:
+        return rows - int(profile.get("nulls", {}).get(schema["target"], 0))
+    return int(ddf[schema["target"]].count().compute())  # count: the non-null values

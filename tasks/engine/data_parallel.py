@@ -311,10 +311,11 @@ def _train_unit(
         built = time.perf_counter()
         log = boost_unit(booster, dtrain, dvalid, request, params)
         trained = time.perf_counter()
+        world = xgb.collective.get_world_size()
     _LIVE.keep(request, booster, matrix)
     if rank != 0:
         return {"rank": rank, "rows": int(dtrain.num_row()), "total_rounds": booster.num_boosted_rounds(), "resumed": resumed, "matrix_cache_hit": matrix_hit}
     return unit_result(
         booster, log, request, device=device, started=started, built=built, trained=trained, resumed=resumed,
-        matrix_cache_hit=matrix_hit, data_cache_hit=True,
+        dvalid=dvalid, cores=nthread * world, matrix_cache_hit=matrix_hit, data_cache_hit=True,
     )

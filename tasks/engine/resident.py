@@ -110,7 +110,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
     _LIVE.keep(request, booster, matrix)
     return unit_result(
         booster, log, request, device=device, started=started, built=built, trained=trained, resumed=resumed,
-        data_cache_hit=data_hit, matrix_cache_hit=matrix_hit, load_seconds=0.0 if data_hit else round(data.load_seconds, 4),
+        dvalid=dvalid, cores=int(params.get("nthread") or 1), data_cache_hit=data_hit, matrix_cache_hit=matrix_hit, load_seconds=0.0 if data_hit else round(data.load_seconds, 4),
     )
 
 

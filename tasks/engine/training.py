@@ -146,6 +146,8 @@ def unit_result(
     started: float,
     built: float,
     trained: float,
+    dvalid: Any = None,
+    cores: int = 1,
     **extra: Any,
 ) -> TrialResult:
     """The unit's result: the best round over the whole booster, the model cut there, and the
@@ -153,11 +155,16 @@ def unit_result(
     total = booster.num_boosted_rounds()
     best_iteration, value = log.best if log.best is not None else (total - 1, log.history[-1] if log.history else math.nan)
     model = booster if best_iteration + 1 >= total else booster[: best_iteration + 1]
+    model_ubj = bytes(model.save_raw(raw_format="ubj"))
     return TrialResult(
         value=float(value),
         best_iteration=int(best_iteration),
         rounds=len(log.history),
-        model_ubj=bytes(model.save_raw(raw_format="ubj")),
+        model_ubj=model_ubj,
+        model_bytes=len(model_ubj),
+        predict_ms_per_1k=predict_ms_per_1k(model, dvalid) if request.measure_latency and dvalid is not None else None,
+        cores=int(cores),
+        gpus=int(cores > 0 and device == "cuda"),
         device=device,
         placement=request.placement.value,
         history=tuple(log.history),
@@ -171,6 +178,13 @@ def unit_result(
         pid=os.getpid(),
         **extra,
     )
+
+
+def predict_ms_per_1k(model: xgb.Booster, dvalid: Any) -> float:
+    """Milliseconds the model takes to predict 1,000 rows of `dvalid` (a latency objective)."""
+    started = time.perf_counter()
+    model.predict(dvalid)
+    return round((time.perf_counter() - started) * 1e6 / max(1, dvalid.num_row()), 4)
 
 
 def noop_result(request: TrialRequest, started: float) -> TrialResult:

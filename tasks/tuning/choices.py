@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks.contracts import (
-    DEFAULT_FIDELITY, DEFAULT_PBT_SEGMENTS, DEFAULT_PRUNER, DEFAULT_POPULATION,
-    Fidelity, Placement, Pruner, Schedule, Strategy,
+    DEFAULT_FIDELITY, DEFAULT_PBT_SEGMENTS, DEFAULT_PRUNER, DEFAULT_POPULATION, DEFAULT_SAMPLER,
+    Fidelity, Placement, Pruner, RunPlan, Schedule, Strategy, WarmStart,
 )
 from tasks.errors import TuneflowError
+from tasks.tuning.objectives import Objectives, parse_objectives
 from tasks.tuning.rungs import Rung, ladder
+from tasks.tuning.samplers import SamplerChoice, choose_sampler
+from tasks.tuning.stopping import StoppingRules
 
 MIN_FRACTION_ROWS = 500  # per worker: the smallest data rung must still rank configurations
 
@@ -41,14 +44,18 @@ def search_choices(
     population: int = DEFAULT_POPULATION,
     max_rounds: int = 500,
     segments: int = DEFAULT_PBT_SEGMENTS,
+    multi_objective: bool = False,
 ) -> SearchChoices:
-    """The checked choices; `pruner=None` means the default for the strategy."""
+    """The checked choices; `pruner=None` means the default for the strategy (and for a
+    multi-objective study, which Optuna's pruners cannot judge: none)."""
     chosen_strategy = _member(Strategy, strategy, "--strategy")
     chosen_fidelity = _member(Fidelity, fidelity, "--fidelity")
     chosen_schedule = _member(Schedule, schedule, "--schedule")
     if max_rounds < 1:
         raise TuneflowError(f"Bad --max-rounds {max_rounds}.", "use --max-rounds 1 or more.")
     if chosen_strategy == Strategy.PBT:
+        if multi_objective:
+            raise TuneflowError("--strategy pbt optimises one objective.", "use --strategy search with several --objectives.")
         if pruner not in (None, Pruner.NONE):
             raise TuneflowError(f"--pruner {pruner} does not apply to --strategy pbt.", "leave --pruner out: PBT replaces the worst members itself.")
         if population < 2:
@@ -56,7 +63,9 @@ def search_choices(
         if not 1 <= segments <= max_rounds:
             raise TuneflowError(f"Bad PBT segment count {segments} for {max_rounds} rounds.", "use fewer segments than --max-rounds.")
         return SearchChoices(chosen_strategy, Pruner.NONE, chosen_fidelity, chosen_schedule, population, segments, tuple(ladder(chosen_fidelity, Pruner.NONE, max_rounds)))
-    chosen_pruner = DEFAULT_PRUNER if pruner is None else _member(Pruner, pruner, "--pruner")
+    if multi_objective and pruner not in (None, Pruner.NONE):
+        raise TuneflowError(f"--pruner {pruner} cannot judge a multi-objective study (Optuna's pruners compare one value).", "leave --pruner out (or --pruner none) with several --objectives.")
+    chosen_pruner = (Pruner.NONE if multi_objective else DEFAULT_PRUNER) if pruner is None else _member(Pruner, pruner, "--pruner")
     if chosen_pruner == Pruner.NONE and chosen_fidelity != Fidelity.ROUNDS:
         raise TuneflowError(f"--fidelity {chosen_fidelity} needs a pruner: without one every trial trains on all the rows.", "add --pruner sha (or hyperband, median, percentile).")
     rungs = tuple(ladder(chosen_fidelity, chosen_pruner, max_rounds))
@@ -75,3 +84,45 @@ def check_placement(choices: SearchChoices, placement: Placement, train_rows: in
             "use --fidelity rounds for data this small" + (", or fewer workers" if holders > 1 else "") + ".",
         )
 
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """The search's sampler, objectives, stopping rules and warm start, checked against the space."""
+
+    sampler: SamplerChoice
+    objectives: Objectives
+    rules: StoppingRules
+    warm_start: str  # auto | off | a study name
+    n_trials: int | None  # the budget, capped at the grid's size for a grid search
+
+
+def plan_tuning(
+    plan: RunPlan,
+    choices: SearchChoices,
+    *,
+    n_trials: int | None,
+    sampler: str = DEFAULT_SAMPLER,
+    objectives: str | None = None,
+    within: str | None = None,
+    stop_at: float | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    max_cost: float | None = None,
+    warm_start: str = WarmStart.AUTO,
+) -> TuningPlan:
+    """Check the search options together (the CLI before Prefect starts, the flow again)."""
+    chosen_objectives = parse_objectives(objectives, plan.metric, plan.direction, within)
+    rules = StoppingRules(stop_at, patience, min_delta, max_cost)
+    if choices.strategy == Strategy.PBT:
+        if rules.any:
+            raise TuneflowError("Stopping rules apply to --strategy search.", "leave --stop-at/--patience/--max-cost out with --strategy pbt.")
+        if plan.space.conditional:
+            raise TuneflowError("--strategy pbt cannot explore a conditional space.", "use --strategy search, or a space without conditions.")
+    if not str(warm_start).strip():
+        raise TuneflowError("Bad --warm-start ''.", "use --warm-start auto|off|STUDY_NAME.")
+    choice = choose_sampler(sampler, plan.space, n_trials, len(chosen_objectives.names))
+    budget = n_trials
+    if choice.grid_size is not None and (budget is None or budget > choice.grid_size):
+        budget = choice.grid_size
+    return TuningPlan(choice, chosen_objectives, rules, str(warm_start), budget)

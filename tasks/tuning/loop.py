@@ -14,6 +14,12 @@ raises `optuna.TrialPruned` (tell PRUNED). tasks/tuning/rungs.py is that pair fo
 `schedule="sync"` runs batch-synchronously: `parallelism` trials start together and the next
 batch starts when the whole batch has finished. The outcome's `busy_seconds` is the time units
 were in flight, for slot utilisation.
+
+Stopping: besides `n_trials` and `timeout`, a `StopWatch` (tasks/tuning/stopping.py) stops new
+trials on a target value, a plateau or a cost limit, and `exhausted()` ends a grid search; the
+outcome's `stopped_by` says which rule ended the run. `values_of(value, result)` turns a finished
+trial into what is told (a list for a multi-objective study). A sampled configuration that the
+space forbids is told FAIL at once (marked, not counted) and another is asked.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ from optuna.trial import TrialState
 
 from tasks.errors import TuneflowError, is_transient
 from tasks.tuning.liveness import HEARTBEAT_S, STALE_AFTER_S, Heartbeat, recover_stale_trials, settle_foreign_trials
-from tasks.tuning.records import ERROR_ATTR, LOST_ATTR, MAX_REQUEUES_DEFAULT, REQUEUES_ATTR, RESULT_ATTR, RETRY_OF_ATTR, counts_toward_budget, json_safe
-from tasks.tuning.search_space import suggest
+from tasks.tuning.records import ERROR_ATTR, FORBIDDEN_ATTR, LOST_ATTR, MAX_REQUEUES_DEFAULT, REQUEUES_ATTR, RESULT_ATTR, RETRY_OF_ATTR, counts_toward_budget, json_safe
+from tasks.tuning.search_space import SearchSpace, as_space
+from tasks.tuning.stopping import StopWatch
 
 Submit = Callable[[int, dict[str, Any]], Any]
 Start = Callable[[optuna.Trial, dict[str, Any]], Any]
 Advance = Callable[[optuna.Trial, dict[str, Any]], Any]
+ValuesOf = Callable[[float, dict[str, Any]], "float | list[float]"]
+MAX_FORBIDDEN_IN_A_ROW = 200
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class StudyOutcome:
     requeued: list[int] = field(default_factory=list)  # transient failures past their retries, run again
     busy_seconds: float = 0.0  # sum over units of the time each was in flight
     parallelism: int = 1
+    stopped_by: str = ""  # n-trials | timeout | grid exhausted | the stopping rule that fired
+    cost_hours: float = 0.0  # core-hours (GPU-hours on CUDA) the units of this run held
 
     @property
     def slot_utilisation(self) -> float | None:
@@ -114,19 +125,19 @@ class StudyCounts:
         self.counted = self.failed = self.pruned = self.foreign_running = 0
         self.max_number = -1
         self.best: tuple[int, float] | None = None
-        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        maximize = self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         for t in self.study.get_trials(deepcopy=False):
             self.max_number = max(self.max_number, t.number)
             self.counted += counts_toward_budget(t)
-            self.failed += t.state == TrialState.FAIL and not t.user_attrs.get(LOST_ATTR)
+            self.failed += t.state == TrialState.FAIL and counts_toward_budget(t)
             self.pruned += t.state == TrialState.PRUNED
             self.foreign_running += t.state == TrialState.RUNNING and t.number not in own_in_flight
-            if t.state == TrialState.COMPLETE:
-                self.offer_best(t.number, float(t.value), maximize)
+            if t.state == TrialState.COMPLETE and t.values:
+                self.offer_best(t.number, float(t.values[0]), maximize)
         self.refreshed_at = time.time()
 
-    def offer_best(self, number: int, value: float, maximize: bool) -> None:
-        if not math.isnan(value) and (self.best is None or (value > self.best[1] if maximize else value < self.best[1])):
+    def offer_best(self, number: int, value: float | None, maximize: bool) -> None:
+        if value is not None and not math.isnan(value) and (self.best is None or (value > self.best[1] if maximize else value < self.best[1])):
             self.best = (number, value)
 
 
@@ -142,7 +153,7 @@ class TuningLoop:
     def __init__(
         self,
         study: optuna.Study,
-        space: dict[str, Any],
+        space: SearchSpace | dict[str, Any],
         *,
         n_trials: int | None,
         timeout: float | None,
@@ -152,6 +163,9 @@ class TuningLoop:
         advance: Advance | None = None,
         start: Start | None = None,
         schedule: str = "async",
+        stop: StopWatch | None = None,
+        exhausted: Callable[[], bool] | None = None,
+        values_of: ValuesOf | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         stale_after_s: float = STALE_AFTER_S,
         max_requeues: int = MAX_REQUEUES_DEFAULT,
@@ -160,7 +174,8 @@ class TuningLoop:
             raise TuneflowError("No budget given.", "pass --n-trials N and/or --timeout SECONDS.")
         if parallelism < 1:
             raise TuneflowError(f"parallelism must be at least 1 (got {parallelism}).", "pass --parallelism 1 or more.")
-        self.study, self.space, self.parallelism = study, space, parallelism
+        self.study, self.space, self.parallelism = study, as_space(space), parallelism
+        self.stop, self.exhausted, self.values_of = stop, exhausted, values_of
         if schedule not in ("async", "sync"):
             raise TuneflowError(f"Unknown schedule {schedule!r}.", "use --schedule async|sync.")
         self.submit, self.on_event, self.advance, self.start = submit, on_event, advance, start
@@ -168,7 +183,7 @@ class TuningLoop:
         self.budget = n_trials if n_trials is not None else math.inf
         self.timeout = timeout
         self.heartbeat_s, self.stale_after_s, self.max_requeues = heartbeat_s, stale_after_s, max_requeues
-        self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        self.maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         self.in_flight: dict[int, _Flight] = {}  # by trial number
         self.outcome = StudyOutcome(study.study_name, parallelism=parallelism)
         self.shared = False  # another run is asking in this study: read counts before every ask
@@ -204,13 +219,23 @@ class TuningLoop:
             self.outcome.recovered += heartbeat.recovered
         own = {e.number for e in self.outcome.events}
         self.outcome.recovered += settle_foreign_trials(self.study, own, self.stale_after_s, poll_s)
-        try:
-            best = self.study.best_trial
-            self.outcome.best_number, self.outcome.best_value = best.number, float(best.value)
-        except ValueError:  # no COMPLETE trial
-            pass
+        self._refresh()
+        if self.counts.best is not None:
+            self.outcome.best_number, self.outcome.best_value = self.counts.best
         self.outcome.seconds = time.time() - started
+        self.outcome.stopped_by = self._stopped_by(deadline)
+        if self.stop is not None:
+            self.outcome.cost_hours = round(self.stop.spent_hours, 6)
         return self.outcome
+
+    def _stopped_by(self, deadline: float) -> str:
+        if self.stop is not None and self.stop.reason:
+            return self.stop.reason
+        if self.exhausted is not None and self.exhausted():
+            return "grid exhausted: every configuration was tried"
+        if time.time() >= deadline:
+            return f"timeout: {self.timeout:g} s"
+        return f"n-trials: the study has {self.counts.counted} counted trials (budget {self.budget:g})"
 
     # -- budget ----------------------------------------------------------------------------------
 
@@ -227,6 +252,8 @@ class TuningLoop:
 
     def _budget_left(self) -> bool:
         """Whether one more trial may start. Reads storage only when it can have changed under us."""
+        if (self.stop is not None and self.stop.reason) or (self.exhausted is not None and self.exhausted()):
+            return False
         with self.lock:
             if self.shared or self.budget - self._committed() <= self.parallelism or time.time() - self.counts.refreshed_at > self.heartbeat_s:
                 self.counts.refresh(set(self.in_flight))
@@ -235,19 +262,33 @@ class TuningLoop:
     # -- one trial -------------------------------------------------------------------------------
 
     def _start_trial(self) -> None:
+        for _ in range(MAX_FORBIDDEN_IN_A_ROW):
+            trial, params = self._ask()
+            forbidden = self.space.forbidden_by(params)
+            if forbidden is None:
+                break
+            trial.set_user_attr(FORBIDDEN_ATTR, forbidden)
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            raise TuneflowError(
+                f"The sampler proposed {MAX_FORBIDDEN_IN_A_ROW} forbidden configurations in a row.",
+                "loosen the forbiddens in the --space file: they exclude nearly all of the space.",
+            )
+        # No heartbeat write here: until the first beat, liveness falls back to the trial's start time.
+        future = self.start(trial, params) if self.start else self.submit(trial.number, params)
+        self._track(_Flight(future, trial, params))
+
+    def _ask(self) -> tuple[optuna.Trial, dict[str, Any]]:
         trial = self.study.ask()
         with self.lock:
             if trial.number > self.counts.max_number + 1:
                 self.shared = True  # someone else created trials since we last looked
             self.counts.max_number = max(self.counts.max_number, trial.number)
         try:
-            params = suggest(trial, self.space)
+            return trial, self.space.suggest(trial)
         except Exception as exc:
             self.study.tell(trial, state=TrialState.FAIL)
             raise TuneflowError(f"Cannot sample the search space: {exc}.", "check the --space file.") from exc
-        # No heartbeat write here: until the first beat, liveness falls back to the trial's start time.
-        future = self.start(trial, params) if self.start else self.submit(trial.number, params)
-        self._track(_Flight(future, trial, params))
 
     def _track(self, flight: _Flight) -> None:
         with self.lock:
@@ -271,6 +312,9 @@ class TuningLoop:
         result: dict[str, Any] = {}
         try:
             result = dict(flight.future.result())
+            if self.stop is not None:
+                with self.lock:
+                    self.stop.spend(result)
             if self.advance is not None:
                 following = self.advance(trial, result)
                 if following is not None:  # the trial's next unit of work: it stays in flight
@@ -284,10 +328,12 @@ class TuningLoop:
             state = "COMPLETE"
             with self.lock:  # tell and count as one step: a refresh in between would count it twice
                 trial.set_user_attr(RESULT_ATTR, info)
-                self.study.tell(trial, value)
+                self.study.tell(trial, self.values_of(value, info) if self.values_of else value)
                 self.counts.counted += 1
                 self.counts.offer_best(trial.number, value, self.maximize)
                 self.outcome.completed += 1
+                if self.stop is not None:
+                    self.stop.finished(trial.number, value)
         except UpdateFinishedTrialError:
             # Another run failed it as lost (our heartbeat was late: suspended process, storage
             # stall) and re-enqueued its parameters: that copy is the one that counts.
@@ -308,6 +354,8 @@ class TuningLoop:
                 self.counts.counted += 1
                 self.counts.pruned += 1
                 self.outcome.pruned += 1
+                if self.stop is not None:
+                    self.stop.finished(trial.number, value)
         except Exception as exc:  # this trial failed: tell FAIL and keep the study going
             state, info = self._fail(trial, exc)
             if state is None:
@@ -381,6 +429,6 @@ class TuningLoop:
             self.on_event(event)
 
 
-def run_study(study: optuna.Study, space: dict[str, Any], **options: Any) -> StudyOutcome:
+def run_study(study: optuna.Study, space: SearchSpace | dict[str, Any], **options: Any) -> StudyOutcome:
     """`TuningLoop(study, space, **options).run()`: n_trials, timeout, parallelism, submit, on_event, ..."""
     return TuningLoop(study, space, **options).run()

@@ -16,12 +16,18 @@ REQUEUES_ATTR = "tuneflow:requeues"  # how often these params were re-enqueued a
 MAX_REQUEUES_DEFAULT = 2
 RESULT_ATTR = "tuneflow:result"  # the trial's result summary (timings, model URI, ...): one write
 RUNG_ATTR = "tuneflow:rung"  # multi-fidelity: the last rung a trial passed, its checkpoint and reports
+FORBIDDEN_ATTR = "tuneflow:forbidden"  # sampled into a forbidden combination: told FAIL, never trained, not counted
+WARM_START_ATTR = "tuneflow:warm_start"  # enqueued from an earlier study's trial: "<study>#<number>"
+COPIED_ATTR = "tuneflow:copied_from"  # a finished trial copied from a study on identical data: not this study's budget
 PBT_ATTR = "tuneflow:pbt"  # population-based training: a member's lineage, one entry per segment
 MAX_ATTR_CHARS = 8000
 
 
 def counts_toward_budget(t: FrozenTrial) -> bool:
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and not t.user_attrs.get(LOST_ATTR)
+    return (
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        and not t.user_attrs.get(LOST_ATTR) and not t.user_attrs.get(FORBIDDEN_ATTR) and not t.user_attrs.get(COPIED_ATTR)
+    )
 
 
 def result_of(t: FrozenTrial) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import optuna
 from tasks import objectstore
 from tasks.errors import TuneflowError
 from tasks.tuning.loop import StudyOutcome
+from tasks.tuning.objectives import Objectives, metric_value, pick_registered
 from tasks.tuning.records import PBT_ATTR, result_of
 from tasks.tuning.search_space import with_fixed
 
@@ -23,16 +24,17 @@ def checkpoint_path(store: str, study_name: str, number: int, unit: int) -> str:
     return objectstore.join(store, "studies", study_name, "checkpoints", f"trial-{number:05d}-unit-{unit:02d}.ubj")
 
 
-def best_of_study(study: optuna.Study, space: dict[str, Any], outcome: StudyOutcome) -> dict[str, Any]:
-    """The best trial as register needs it; a clear error when no trial completed."""
+def best_of_study(study: optuna.Study, space: Any, outcome: StudyOutcome, objectives: Objectives | None = None) -> dict[str, Any]:
+    """The trial to register (the best, or the registration rule's pick among several objectives);
+    a clear error when no trial completed."""
     if outcome.best_number is None:
         raise TuneflowError(
             f"No trial completed in study '{study.study_name}' ({outcome.failed} failed).",
             "look at the trials' errors in the log; check the search space and the data.",
         )
-    best = study.best_trial
+    best = pick_registered(study, objectives) if objectives is not None else study.best_trial
     return {
-        "study_name": study.study_name, "number": best.number, "value": float(best.value),
+        "study_name": study.study_name, "number": best.number, "value": metric_value(best),
         "params": with_fixed(space, best.params), "model_uri": result_of(best)["model_uri"],
         "schedule": best.user_attrs.get(PBT_ATTR),  # PBT: the parameters per segment; None for a search
     }

@@ -128,6 +128,7 @@ class RungScheduler:
     def __init__(self, study: optuna.Study, rungs: list[Rung], run_unit: RunUnit, checkpoint_path: Callable[[int, int], str]) -> None:
         self.study, self.rungs, self.run_unit, self.checkpoint_path = study, rungs, run_unit, checkpoint_path
         self.states: dict[int, RungState] = {}
+        self.single_objective = len(study.directions) == 1
 
     def start(self, trial: optuna.Trial, params: dict[str, Any]) -> Any:
         state = self._resumed(trial) or RungState()
@@ -146,7 +147,8 @@ class RungScheduler:
         state.attempts = max(state.attempts, int(result.get("attempt") or 1))
         result["attempt"] = state.attempts  # a retried rung shows on the trial, whichever rung it was
         state.reports[rung.step] = value
-        trial.report(value, rung.step)
+        if self.single_objective:  # Optuna takes no reports in a multi-objective study (it has no pruner either)
+            trial.report(value, rung.step)
         result["rung"], result["rungs"], result["unit_seconds"], result["seconds"] = rung.index, len(self.rungs), result.get("seconds"), round(state.seconds, 4)
         nxt = self.rungs[rung.index + 1] if rung.index + 1 < len(self.rungs) else None
         converged = nxt is not None and nxt.fraction == rung.fraction and bool(result.get("stopped_early"))
@@ -186,7 +188,7 @@ class RungScheduler:
         if not rec or rec["rung"] >= len(self.rungs):
             return None
         reports = {int(k): float(v) for k, v in rec["reports"].items()}
-        for step, value in sorted(reports.items()):
+        for step, value in sorted(reports.items() if self.single_objective else ()):
             trial.report(value, step)
         state = RungState(rung=int(rec["rung"]), best=tuple(rec["best"]) if rec["best"] else None, checkpoint=rec["checkpoint"],
                           total_rounds=int(rec["total_rounds"]), reports=reports, resumed_from=int(lost), seconds=float(rec.get("seconds", 0.0)))

@@ -1,15 +1,45 @@
-"""Search spaces: a default suited to XGBoost, or a YAML/JSON file of float/int/categorical params.
+"""Search spaces: a default suited to XGBoost, or a YAML/JSON file of float/int/categorical params,
+optionally with ConfigSpace-style conditions and forbidden clauses.
 
-File format (one entry per XGBoost parameter):
+Flat format (one entry per XGBoost parameter, no conditions):
 
     learning_rate: {type: float, low: 0.01, high: 0.3, log: true}
     max_depth: {type: int, low: 3, high: 10}
     max_bin: {type: categorical, choices: [128, 256]}
     subsample: 0.8            # a bare value fixes the parameter
+
+Sectioned format (the same entries under `parameters`; `conditions` and `forbiddens` use the key
+names of ConfigSpace's JSON format, see data/search_space_conditional.yaml):
+
+    parameters:
+      booster: {type: categorical, choices: [gbtree, dart]}
+      rate_drop: {type: float, low: 0.0, high: 0.3}
+      grow_policy: {type: categorical, choices: [depthwise, lossguide]}
+      max_leaves: {type: int, low: 16, high: 256, log: true}
+      max_depth: {type: int, low: 0, high: 10}
+    conditions:
+      - {child: rate_drop, parent: booster, type: EQ, value: dart}
+      - {child: max_leaves, parent: grow_policy, type: IN, values: [lossguide]}
+      - {child: C, type: AND, conditions: [{child: C, parent: A, type: NEQ, value: 1}, ...]}
+    forbiddens:
+      - {type: AND, clauses: [{name: grow_policy, type: EQUALS, value: depthwise}, {name: max_depth, type: EQUALS, value: 0}]}
+      - {name: booster, type: IN, values: [dart]}
+
+Conditions: `EQ` (value), `NEQ` (value) or `IN` (values) on a categorical or int parent. A child is
+sampled only when all of its conditions hold (several conditions on one child are ANDed, as
+ConfigSpace's AndConjunction; `type: AND` with a `conditions` list writes the same), and a child of
+an inactive parent is inactive. Forbiddens: `EQUALS` (value), `IN` (values), or an `AND` of those
+(`clauses`, ConfigSpace's ForbiddenAndConjunction); a configuration is forbidden when every clause
+matches, and a clause on an inactive parameter matches nothing.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import optuna
@@ -30,6 +60,212 @@ DEFAULT_SPACE: dict[str, Any] = {
     "max_bin": DEFAULT_MAX_BIN,
 }
 _TYPES = {"float", "int", "categorical"}
+_SECTIONS = {"parameters", "conditions", "forbiddens"}
+_CONDITION_TYPES = ("EQ", "NEQ", "IN")
+_FORBIDDEN_TYPES = ("EQUALS", "IN", "AND")
+_ENUMERATE_LIMIT = 100_000
+_SCALARS = (str, int, float, bool)
+
+_FIX = "see data/search_space.yaml for the format: NAME: {type: float|int|categorical, low, high[, log][, step]} or {type: categorical, choices: [...]}."
+_FIX_CONDITION = (
+    "write a condition as {child: NAME, parent: NAME, type: EQ|NEQ, value: V} or {child: NAME, parent: NAME, type: IN, values: [...]}"
+    " (see data/search_space_conditional.yaml)."
+)
+_FIX_FORBIDDEN = (
+    "write a forbidden clause as {name: NAME, type: EQUALS, value: V}, {name: NAME, type: IN, values: [...]}"
+    " or {type: AND, clauses: [...]} (see data/search_space_conditional.yaml)."
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, without True matching 1."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _among(value: Any, values: tuple[Any, ...] | list[Any]) -> bool:
+    return any(_same(value, v) for v in values)
+
+
+def _text(values: tuple[Any, ...]) -> str:
+    return f"= {values[0]!r}" if len(values) == 1 else f"in [{', '.join(repr(v) for v in values)}]"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`child` is active only when `parent` is active and its value is (EQ, IN) or is not (NEQ) one of `values`."""
+
+    child: str
+    parent: str
+    kind: str
+    values: tuple[Any, ...]
+
+    def holds(self, sampled: Mapping[str, Any]) -> bool:
+        if self.parent not in sampled:
+            return False
+        return _among(sampled[self.parent], self.values) != (self.kind == "NEQ")
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "IN":
+            return {"child": self.child, "parent": self.parent, "type": "IN", "values": list(self.values)}
+        return {"child": self.child, "parent": self.parent, "type": self.kind, "value": self.values[0]}
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    """Forbids a configuration in which every clause (name, values) matches: the parameter is active and takes one of the values."""
+
+    clauses: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    def matches(self, params: Mapping[str, Any]) -> bool:
+        return all(name in params and _among(params[name], values) for name, values in self.clauses)
+
+    def __str__(self) -> str:
+        return " and ".join(f"{name} {_text(values)}" for name, values in self.clauses)
+
+    def to_json(self) -> dict[str, Any]:
+        parts = [
+            {"name": n, "type": "EQUALS", "value": v[0]} if len(v) == 1 else {"name": n, "type": "IN", "values": list(v)}
+            for n, v in self.clauses
+        ]
+        return parts[0] if len(parts) == 1 else {"type": "AND", "clauses": parts}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Parameters (spec dicts or fixed values, in file order), the conditions that switch children on, and forbidden clauses.
+
+    Build it with `check_space`, `load_space` or `as_space`, which validate it.
+    """
+
+    params: dict[str, Any]
+    conditions: tuple[Condition, ...] = ()
+    forbidden: tuple[Forbidden, ...] = ()
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.conditions)
+
+    @property
+    def tunable(self) -> list[str]:
+        return [name for name, spec in self.params.items() if isinstance(spec, dict)]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [name for name in self.tunable if self.params[name]["type"] == "categorical"]
+
+    @cached_property
+    def _conditions_of(self) -> dict[str, tuple[Condition, ...]]:
+        out: dict[str, list[Condition]] = {}
+        for c in self.conditions:
+            out.setdefault(c.child, []).append(c)
+        return {child: tuple(cs) for child, cs in out.items()}
+
+    @cached_property
+    def order(self) -> tuple[str, ...]:
+        """Every parameter, parents before their children, otherwise in file order."""
+        index = {name: i for i, name in enumerate(self.params)}
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            for parent in sorted({c.parent for c in self._conditions_of.get(name, ())}, key=index.__getitem__):
+                visit(parent)
+            order.append(name)
+
+        for name in self.params:
+            visit(name)
+        return tuple(order)
+
+    def is_active(self, name: str, sampled: Mapping[str, Any]) -> bool:
+        """Whether `name` is sampled, given the values of its parents in `sampled`."""
+        return all(c.holds(sampled) for c in self._conditions_of.get(name, ()))
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one configuration through Optuna's define-by-run API: fixed values plus every active tunable parameter."""
+        out: dict[str, Any] = {}
+        for name in self.order:
+            spec = self.params[name]
+            if not isinstance(spec, dict):
+                out[name] = spec
+            elif self.is_active(name, out):
+                out[name] = _suggest_one(trial, name, spec)
+        return out
+
+    def forbidden_by(self, params: Mapping[str, Any]) -> str | None:
+        """The first forbidden clause a full configuration matches, as text, else None."""
+        for f in self.forbidden:
+            if f.matches(params):
+                return str(f)
+        return None
+
+    def with_fixed(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's full configuration: the space's fixed values plus what Optuna sampled."""
+        return {**{k: v for k, v in self.params.items() if not isinstance(v, dict)}, **sampled}
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The finite values of every tunable parameter, for grid search."""
+        grid: dict[str, list[Any]] = {}
+        for name in self.tunable:
+            values = _finite_values(self.params[name])
+            if values is None:
+                raise TuneflowError(f"Parameter '{name}' is continuous, so a grid cannot list its values.", "give it a step, or use another --sampler.")
+            grid[name] = values
+        return grid
+
+    def to_json(self) -> Any:
+        """The flat mapping when there are no conditions or forbiddens (study names hash it), else the sectioned form."""
+        if not self.conditions and not self.forbidden:
+            return self.params
+        out: dict[str, Any] = {"parameters": self.params}
+        if self.conditions:
+            out["conditions"] = [c.to_json() for c in self.conditions]
+        if self.forbidden:
+            out["forbiddens"] = [f.to_json() for f in self.forbidden]
+        return out
+
+    def configurations(self) -> Iterator[dict[str, Any]]:
+        """Every configuration the conditions allow (forbidden ones included) of a finite space, in order."""
+        grid = self.grid()
+        order = self.order
+
+        def walk(i: int, partial: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            if i == len(order):
+                yield dict(partial)
+                return
+            name = order[i]
+            if name not in grid:
+                yield from walk(i + 1, {**partial, name: self.params[name]})
+            elif not self.is_active(name, partial):
+                yield from walk(i + 1, partial)
+            else:
+                for value in grid[name]:
+                    yield from walk(i + 1, {**partial, name: value})
+
+        yield from walk(0, {})
+
+
+def _suggest_one(trial: optuna.Trial, name: str, spec: dict[str, Any]) -> Any:
+    if spec["type"] == "float":
+        return trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log", False)), step=spec.get("step"))
+    if spec["type"] == "int":
+        return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)), step=int(spec.get("step", 1)))
+    return trial.suggest_categorical(name, spec["choices"])
+
+
+def _finite_values(spec: dict[str, Any]) -> list[Any] | None:
+    """A tunable parameter's values when there are finitely many, else None."""
+    if spec["type"] == "categorical":
+        return list(spec["choices"])
+    if spec["type"] == "int":
+        return list(range(int(spec["low"]), int(spec["high"]) + 1, int(spec.get("step", 1))))
+    if not spec.get("step"):
+        return None
+    low, step = Decimal(str(spec["low"])), Decimal(str(spec["step"]))
+    n = int((Decimal(str(spec["high"])) - low) // step)
+    return [float(low + k * step) for k in range(n + 1)]
 
 
 def _read_yaml(path: str, what: str, option: str) -> Any:
@@ -43,10 +279,10 @@ def _read_yaml(path: str, what: str, option: str) -> Any:
         raise TuneflowError(f"{what} file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}.", "fix its syntax.") from exc
 
 
-def load_space(path: str | None) -> dict[str, Any]:
+def load_space(path: str | None) -> SearchSpace:
     """The default space, or the one in a YAML/JSON file (checked before any work starts)."""
     if path is None:
-        return dict(DEFAULT_SPACE)
+        return SearchSpace(dict(DEFAULT_SPACE))
     return check_space(_read_yaml(path, "Search-space", "--space"), path)
 
 
@@ -60,49 +296,261 @@ def load_configs(path: str | None) -> list[dict[str, Any]]:
     return configs
 
 
-def check_space(space: Any, source: str = "search space") -> dict[str, Any]:
-    """Validate a space definition; raise one clear error for the first bad entry."""
-    fix = "see data/search_space.yaml for the format: NAME: {type: float|int|categorical, low, high[, log]} or {type: categorical, choices: [...]}."
-    if not isinstance(space, dict) or not space:
-        raise TuneflowError(f"{source} must be a non-empty mapping of parameter names.", fix)
-    for name, spec in space.items():
-        if not isinstance(spec, dict):
-            if isinstance(spec, (int, float, str, bool)):
-                continue  # a fixed value
-            raise TuneflowError(f"{source}: parameter '{name}' has an unusable value {spec!r}.", fix)
-        kind = spec.get("type")
-        if kind not in _TYPES:
-            raise TuneflowError(f"{source}: parameter '{name}' has type {kind!r}.", fix)
-        if kind == "categorical":
-            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise TuneflowError(f"{source}: categorical parameter '{name}' needs a non-empty 'choices' list.", fix)
-            continue
-        low, high = spec.get("low"), spec.get("high")
-        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low > high:
-            raise TuneflowError(f"{source}: parameter '{name}' needs numeric low <= high (got {low!r}, {high!r}).", fix)
-        if spec.get("log") and low <= 0:
-            raise TuneflowError(f"{source}: log-scaled parameter '{name}' needs low > 0.", fix)
-        extra = set(spec) - {"type", "low", "high", "log", "step"}
+def as_space(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
+    """A `SearchSpace` as is; a mapping (flat or sectioned) checked into one."""
+    return space if isinstance(space, SearchSpace) else check_space(space)
+
+
+def check_space(space: Any, source: str = "search space") -> SearchSpace:
+    """Validate a space definition (flat or sectioned mapping, or a SearchSpace); raise one clear error for the first bad entry."""
+    if isinstance(space, SearchSpace):
+        return _checked(space.params, space.conditions, space.forbidden, source)
+    if isinstance(space, Mapping) and _SECTIONS & space.keys():
+        extra = sorted(str(k) for k in space.keys() - _SECTIONS)
         if extra:
-            raise TuneflowError(f"{source}: parameter '{name}' has unknown keys {sorted(extra)}.", fix)
+            raise TuneflowError(f"{source} has unknown sections {extra}.", "a sectioned space has only 'parameters', 'conditions' and 'forbiddens'; put parameters under 'parameters'.")
+        params = space.get("parameters")
+        if not isinstance(params, dict) or not params:
+            raise TuneflowError(f"{source} must give a non-empty 'parameters' mapping.", _FIX)
+        conditions = _parse_conditions(space.get("conditions"), source)
+        forbidden = _parse_forbiddens(space.get("forbiddens"), source)
+        return _checked(params, conditions, forbidden, source)
+    return _checked(dict(space) if isinstance(space, Mapping) and not isinstance(space, dict) else space, (), (), source)
+
+
+def _checked(params: Any, conditions: tuple[Condition, ...], forbidden: tuple[Forbidden, ...], source: str) -> SearchSpace:
+    _check_params(params, source)
+    for c in conditions:
+        _check_condition(c, params, source)
+    _check_acyclic(conditions, source)
+    for f in forbidden:
+        _check_forbidden(f, params, source)
+    space = SearchSpace(params, tuple(conditions), tuple(forbidden))
+    _check_not_all_forbidden(space, source)
     return space
 
 
-def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
-    """Sample one configuration from the space through Optuna's trial API."""
-    params: dict[str, Any] = {}
+def _check_params(space: Any, source: str) -> None:
+    if not isinstance(space, dict) or not space:
+        raise TuneflowError(f"{source} must be a non-empty mapping of parameter names.", _FIX)
     for name, spec in space.items():
+        if not isinstance(name, str):
+            raise TuneflowError(f"{source}: parameter name {name!r} is not a string.", _FIX)
         if not isinstance(spec, dict):
-            params[name] = spec
-        elif spec["type"] == "float":
-            params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log", False)), step=spec.get("step"))
+            if isinstance(spec, _SCALARS):
+                continue
+            raise TuneflowError(f"{source}: parameter '{name}' has an unusable value {spec!r}.", _FIX)
+        kind = spec.get("type")
+        if not isinstance(kind, str) or kind not in _TYPES:
+            raise TuneflowError(f"{source}: parameter '{name}' has type {kind!r}.", _FIX)
+        allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
+        extra = set(spec) - allowed
+        if extra:
+            raise TuneflowError(f"{source}: parameter '{name}' has unknown keys {sorted(map(str, extra))}.", _FIX)
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise TuneflowError(f"{source}: categorical parameter '{name}' needs a non-empty 'choices' list.", _FIX)
+            bad = [c for c in choices if not isinstance(c, _SCALARS)]
+            if bad:
+                raise TuneflowError(f"{source}: categorical parameter '{name}' has choice {bad[0]!r}, not a string, number or boolean.", "list plain values, e.g. choices: [gbtree, dart].")
+            continue
+        _check_numeric(name, kind, spec, source)
+
+
+def _check_numeric(name: str, kind: str, spec: dict[str, Any], source: str) -> None:
+    low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
+    number = (int, float)
+    if not isinstance(low, number) or not isinstance(high, number) or isinstance(low, bool) or isinstance(high, bool) or low > high:
+        raise TuneflowError(f"{source}: parameter '{name}' needs numeric low <= high (got {low!r}, {high!r}).", _FIX)
+    if kind == "int" and (low != int(low) or high != int(high)):
+        raise TuneflowError(f"{source}: int parameter '{name}' needs whole-number low and high (got {low!r}, {high!r}).", "use whole numbers, or type: float.")
+    if spec.get("log") and low <= 0:
+        raise TuneflowError(f"{source}: log-scaled parameter '{name}' needs low > 0.", _FIX)
+    if step is not None:
+        if not isinstance(step, number) or isinstance(step, bool) or step <= 0 or (kind == "int" and step != int(step)):
+            raise TuneflowError(f"{source}: parameter '{name}' has step {step!r}.", "use a positive step (a whole number for type: int).")
+        if spec.get("log") and (kind == "float" or step != 1):
+            raise TuneflowError(f"{source}: parameter '{name}' is log-scaled and has step {step!r}; Optuna cannot combine them.", "drop the step or log: true.")
+
+
+def _keys(entry: dict[str, Any], allowed: set[str], what: str, fix: str) -> None:
+    extra = set(entry) - allowed
+    if extra:
+        raise TuneflowError(f"{what} has unknown keys {sorted(map(str, extra))}.", fix)
+
+
+def _values(entry: dict[str, Any], kind: str, what: str, fix: str) -> tuple[Any, ...]:
+    """`value` (one) or `values` (a non-empty list, for IN) of a condition or clause."""
+    if kind == "IN":
+        values = entry.get("values")
+        if not isinstance(values, list) or not values:
+            raise TuneflowError(f"{what} needs a non-empty 'values' list.", fix)
+        return tuple(values)
+    if "value" not in entry:
+        raise TuneflowError(f"{what} needs a 'value'.", fix)
+    return (entry["value"],)
+
+
+def _entries(raw: Any, section: str, source: str, fix: str) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise TuneflowError(f"{source}: '{section}' must be a list.", fix)
+    return raw
+
+
+def _parse_conditions(raw: Any, source: str) -> tuple[Condition, ...]:
+    out: list[Condition] = []
+    for entry in _entries(raw, "conditions", source, _FIX_CONDITION):
+        out.extend(_parse_condition(entry, source, None))
+    return tuple(out)
+
+
+def _parse_condition(entry: Any, source: str, within: str | None) -> list[Condition]:
+    if not isinstance(entry, dict):
+        raise TuneflowError(f"{source}: condition {entry!r} is not a mapping.", _FIX_CONDITION)
+    child, kind = entry.get("child"), entry.get("type")
+    what = f"{source}: condition on '{child}'"
+    if not isinstance(child, str):
+        raise TuneflowError(f"{source}: condition {entry!r} needs a 'child' parameter name.", _FIX_CONDITION)
+    if within is not None and child != within:
+        raise TuneflowError(f"{source}: AND condition on '{within}' holds a condition on '{child}'.", "every condition inside an AND names the same child.")
+    if kind == "AND":
+        _keys(entry, {"child", "type", "conditions"}, what, _FIX_CONDITION)
+        parts = entry.get("conditions")
+        if not isinstance(parts, list) or not parts:
+            raise TuneflowError(f"{what} (AND) needs a non-empty 'conditions' list.", _FIX_CONDITION)
+        return [c for part in parts for c in _parse_condition(part, source, child)]
+    if not isinstance(kind, str) or kind not in _CONDITION_TYPES:
+        hint = " (an OR over one parent's values is an IN)" if kind == "OR" else ""
+        raise TuneflowError(f"{what} has type {kind!r}, not one of EQ, NEQ, IN, AND{hint}.", _FIX_CONDITION)
+    values = _values(entry, kind, what, _FIX_CONDITION)
+    _keys(entry, {"child", "parent", "type", "values" if kind == "IN" else "value"}, what, _FIX_CONDITION)
+    parent = entry.get("parent")
+    if not isinstance(parent, str):
+        raise TuneflowError(f"{what} needs a 'parent' parameter name.", _FIX_CONDITION)
+    return [Condition(child, parent, kind, values)]
+
+
+def _parse_forbiddens(raw: Any, source: str) -> tuple[Forbidden, ...]:
+    return tuple(Forbidden(tuple(_parse_clauses(entry, source))) for entry in _entries(raw, "forbiddens", source, _FIX_FORBIDDEN))
+
+
+def _parse_clauses(entry: Any, source: str) -> list[tuple[str, tuple[Any, ...]]]:
+    if not isinstance(entry, dict):
+        raise TuneflowError(f"{source}: forbidden clause {entry!r} is not a mapping.", _FIX_FORBIDDEN)
+    kind, name = entry.get("type"), entry.get("name")
+    if kind == "AND":
+        _keys(entry, {"type", "clauses", "name"}, f"{source}: forbidden AND clause", _FIX_FORBIDDEN)
+        parts = entry.get("clauses")
+        if not isinstance(parts, list) or not parts:
+            raise TuneflowError(f"{source}: forbidden AND clause {entry!r} needs a non-empty 'clauses' list.", _FIX_FORBIDDEN)
+        clauses = [c for part in parts for c in _parse_clauses(part, source)]
+        names = [n for n, _ in clauses]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise TuneflowError(f"{source}: forbidden AND clause names '{twice}' twice.", f"give '{twice}' one clause (type: IN for several values).")
+        return clauses
+    what = f"{source}: forbidden clause on '{name}'"
+    if not isinstance(name, str):
+        raise TuneflowError(f"{source}: forbidden clause {entry!r} needs a 'name' parameter.", _FIX_FORBIDDEN)
+    if not isinstance(kind, str) or kind not in _FORBIDDEN_TYPES:
+        raise TuneflowError(f"{what} has type {kind!r}, not one of EQUALS, IN, AND.", _FIX_FORBIDDEN)
+    values = _values(entry, kind, what, _FIX_FORBIDDEN)
+    _keys(entry, {"name", "type", "values" if kind == "IN" else "value"}, what, _FIX_FORBIDDEN)
+    return [(name, values)]
+
+
+def _outside(spec: dict[str, Any], values: tuple[Any, ...]) -> tuple[Any] | None:
+    """The first of `values` the parameter can never take (as a 1-tuple), else None."""
+    for v in values:
+        if spec["type"] == "categorical":
+            ok = _among(v, spec["choices"])
         elif spec["type"] == "int":
-            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)), step=int(spec.get("step", 1)))
+            step = int(spec.get("step", 1))
+            ok = isinstance(v, int) and not isinstance(v, bool) and spec["low"] <= v <= spec["high"] and (v - int(spec["low"])) % step == 0
         else:
-            params[name] = trial.suggest_categorical(name, spec["choices"])
-    return params
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and spec["low"] <= v <= spec["high"]
+        if not ok:
+            return (v,)
+    return None
 
 
-def with_fixed(space: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+def _domain(spec: dict[str, Any]) -> str:
+    if spec["type"] == "categorical":
+        return f"its choices {spec['choices']!r}"
+    step = f" in steps of {spec['step']}" if spec.get("step") else ""
+    return f"its range [{spec['low']}, {spec['high']}]{step}"
+
+
+def _check_condition(c: Condition, params: dict[str, Any], source: str) -> None:
+    what = f"{source}: condition on '{c.child}'"
+    for role, name in (("child", c.child), ("parent", c.parent)):
+        if name not in params:
+            raise TuneflowError(f"{what} names {role} '{name}', which is not a parameter of the space.", f"add '{name}' to the parameters or fix the condition's {role}.")
+        if not isinstance(params[name], dict):
+            raise TuneflowError(
+                f"{what}: {role} '{name}' is a fixed value, so no condition can depend on it or switch it off.",
+                f"make '{name}' a tunable {{type: ...}} entry, or drop the condition.",
+            )
+    parent = params[c.parent]
+    if parent["type"] == "float":
+        raise TuneflowError(f"{what}: parent '{c.parent}' is a float; a condition's parent must be categorical or int.", f"make '{c.parent}' categorical (or int), or drop the condition.")
+    bad = _outside(parent, c.values)
+    if bad is not None:
+        raise TuneflowError(f"{what}: parent '{c.parent}' never takes {bad[0]!r}, which is outside {_domain(parent)}.", f"use values '{c.parent}' can take.")
+
+
+def _check_acyclic(conditions: tuple[Condition, ...], source: str) -> None:
+    parents: dict[str, list[str]] = {}
+    for c in conditions:
+        parents.setdefault(c.child, []).append(c.parent)
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " <- ".join([*path[path.index(name):], name])
+            raise TuneflowError(f"{source}: parameter '{name}' is its own ancestor through conditions ({cycle}).", f"remove one of the conditions in the cycle of '{name}'.")
+        if name in done:
+            return
+        for p in parents.get(name, ()):
+            visit(p, [*path, name])
+        done.add(name)
+
+    for child in parents:
+        visit(child, [])
+
+
+def _check_forbidden(f: Forbidden, params: dict[str, Any], source: str) -> None:
+    for name, values in f.clauses:
+        what = f"{source}: forbidden clause on '{name}'"
+        if name not in params:
+            raise TuneflowError(f"{what}: '{name}' is not a parameter of the space.", f"add '{name}' to the parameters or fix the clause's name.")
+        spec = params[name]
+        if not isinstance(spec, dict):
+            raise TuneflowError(f"{what}: '{name}' is a fixed value, so the clause would forbid all or nothing.", f"make '{name}' tunable, or drop the clause.")
+        bad = _outside(spec, values)
+        if bad is not None:
+            raise TuneflowError(f"{what}: {bad[0]!r} is outside {_domain(spec)}.", f"forbid values '{name}' can take.")
+
+
+def _check_not_all_forbidden(space: SearchSpace, source: str) -> None:
+    """On a small finite space, refuse forbiddens that leave no configuration to try."""
+    if not space.forbidden or any(_finite_values(space.params[n]) is None for n in space.tunable):
+        return
+    if math.prod(len(v) for v in space.grid().values()) > _ENUMERATE_LIMIT:
+        return
+    if all(space.forbidden_by(config) for config in space.configurations()):
+        clauses = "; ".join(str(f) for f in space.forbidden)
+        raise TuneflowError(f"{source}: the forbidden clauses ({clauses}) forbid every configuration of the space.", "drop or narrow a forbidden clause.")
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace | Mapping[str, Any]) -> dict[str, Any]:
+    """Sample one configuration from the space through Optuna's trial API."""
+    return as_space(space).suggest(trial)
+
+
+def with_fixed(space: SearchSpace | Mapping[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
     """A trial's full configuration: the space's fixed values plus what Optuna sampled."""
-    return {**{k: v for k, v in space.items() if not isinstance(v, dict)}, **sampled}
+    return as_space(space).with_fixed(sampled)

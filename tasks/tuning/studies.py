@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +31,50 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def default_study_name(dataset: str, fp: str, task: str, metric: str, space: dict[str, Any]) -> str:
-    """Same data, problem and space -> same study, so re-running continues it."""
-    space_hash = hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{dataset}-{fp[:8]}-{task}-{metric}-{space_hash}"
+def space_hash(space: Any) -> str:
+    """A short hash of a search space (a `SearchSpace` or a plain mapping)."""
+    body = space.to_json() if hasattr(space, "to_json") else space
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def open_study(storage_url: str, name: str, direction: str, seed: int, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """The study `name`, created or resumed; its pruner is this run's (Optuna does not store one)."""
+def default_study_name(dataset: str, fp: str, task: str, metric: str, space: Any, costs: tuple[str, ...] = ()) -> str:
+    """Same data, problem, space and objectives -> same study, so re-running continues it."""
+    name = f"{dataset}-{fp[:8]}-{task}-{metric}-{space_hash(space)}"
+    return name + "".join(f"-{c}" for c in costs)
+
+
+def open_study(
+    storage_url: str,
+    name: str,
+    direction: str | list[str],
+    seed: int,
+    pruner: optuna.pruners.BasePruner | None = None,
+    sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+) -> optuna.Study:
+    """The study `name`, created or resumed; its pruner and sampler are this run's (Optuna stores
+    neither). `direction` is a list for a multi-objective study; `sampler(seed)` builds the sampler
+    (default: multivariate TPE)."""
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    make = sampler or _default_sampler
     study = optuna.create_study(
-        storage=open_storage(storage_url), study_name=name, direction=direction, sampler=_sampler(seed), load_if_exists=True,
+        storage=open_storage(storage_url), study_name=name, directions=directions, sampler=make(seed), load_if_exists=True,
         pruner=pruner or optuna.pruners.NopPruner(),
     )
     existing = len(study.get_trials(deepcopy=False))
     if existing:
         # A resumed study re-seeds its sampler past the trials it has: with the run's seed alone a
         # second run would draw the first run's random start-up configurations again.
-        study.sampler = _sampler(seed + existing)
-    if study.direction.name.lower() != direction:
+        study.sampler = make(seed + existing)
+    found = [d.name.lower() for d in study.directions]
+    if found != directions:
         raise TuneflowError(
-            f"Study '{name}' exists with direction {study.direction.name.lower()}, not {direction}.",
-            "use another --study-name or the metric the study was created with.",
+            f"Study '{name}' exists with direction {', '.join(found)}, not {', '.join(directions)}.",
+            "use another --study-name, or the metric and --objectives the study was created with.",
         )
     return study
 
 
-def _sampler(seed: int) -> optuna.samplers.BaseSampler:
+def _default_sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
 
 
