@@ -115,6 +115,21 @@ def test_one_class_target_fails_validation(home: Path, tmp_path: Path) -> None:
         (("--strategy", "pbt", "--pruner", "sha"), ("does not apply to --strategy pbt",)),
         (("--pruner", "none", "--fidelity", "data"), ("needs a pruner",)),
         (("--schedule", "later"), ("Bad --schedule 'later'",)),
+        (("--sampler", "anneal"), ("Bad --sampler 'anneal'", "auto|tpe|random|grid|qmc|gp|cmaes|nsga2")),
+        (("--sampler", "grid"), ("'learning_rate'", "give it a step")),
+        (("--sampler", "cmaes", "--space", "data/search_space.yaml"), ("categorical parameters (max_bin)", "--sampler tpe")),
+        (("--sampler", "cmaes", "--space", "data/search_space_conditional.yaml"), ("conditional space",)),
+        (("--objectives", "size_mb,auc"), ("first objective must be the run's metric (auc)",)),
+        (("--objectives", "auc,weight"), ("weight", "size_mb, latency_ms, train_s")),
+        (("--objectives", "auc,size_mb", "--pruner", "sha"), ("multi-objective",)),
+        (("--objectives", "auc,size_mb", "--within", "size_mb=-1"), ("Bad --within",)),
+        (("--stop-at", "inf"), ("Bad --stop-at",)),
+        (("--patience", "0"), ("Bad --patience 0",)),
+        (("--min-delta", "0.01"), ("--min-delta needs --patience",)),
+        (("--max-cost", "0"), ("Bad --max-cost",)),
+        (("--strategy", "pbt", "--patience", "3"), ("apply to --strategy search",)),
+        (("--sample", "1.5"), ("--sample",)),
+        (("--sample", "abc"), ("--sample",)),
     ],
 )
 def test_bad_tuning_settings_are_refused_before_any_work(good_csv: Path, home: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:
@@ -127,3 +142,24 @@ def test_a_fidelity_the_data_cannot_serve_is_refused_before_sharding(good_csv: P
     """3000 rows: the first data rung would train on 1/9 of 2400 train rows (266 < 500)."""
     proc = cli(home, "--data", str(good_csv), "--target", "churned", "--pruner", "sha", "--fidelity", "data")
     assert_clean_failure(proc, home, good_csv, "--fidelity data", "266 rows", "--fidelity rounds")
+
+
+def test_a_warm_start_study_that_does_not_exist_is_refused_before_any_work(good_csv: Path, home: Path) -> None:
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", "--warm-start", "churn-nosuchstudy")
+    assert_clean_failure(proc, home, good_csv, "--warm-start study 'churn-nosuchstudy' is not in the study storage")
+
+
+@pytest.mark.parametrize(("space", "needles"), [
+    ({"parameters": {"booster": {"type": "categorical", "choices": ["gbtree", "dart"]}, "rate_drop": {"type": "float", "low": 0.0, "high": 0.3}},
+      "conditions": [{"child": "rate_drop", "parent": "boster", "type": "EQ", "value": "dart"}]}, ("boster",)),
+    ({"parameters": {"booster": {"type": "categorical", "choices": ["gbtree", "dart"]}, "rate_drop": {"type": "float", "low": 0.0, "high": 0.3}},
+      "conditions": [{"child": "rate_drop", "parent": "booster", "type": "EQ", "value": "gblinear"}]}, ("gblinear",)),
+    ({"max_depth": {"type": "categorical", "choices": [{"a": 1}, 3]}}, ("max_depth",)),
+])
+def test_bad_conditional_spaces(good_csv: Path, home: Path, tmp_path: Path, space: dict, needles: tuple[str, ...]) -> None:
+    import json
+
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space))
+    proc = cli(home, "--data", str(good_csv), "--target", "churned", "--space", str(path))
+    assert_clean_failure(proc, home, good_csv, *needles)

@@ -29,3 +29,45 @@ def test_cli_run_prints_result_and_writes_report(tmp_path: Path) -> None:
     assert report["trials_this_run"] == 3 and report["rows"]["train"] + report["rows"]["valid"] + report["rows"]["test"] == 3000
     assert set(report["best_params"]) >= {"learning_rate", "max_depth", "max_bin"}  # from data/search_space.yaml
     assert "3/3" in proc.stderr  # the live trial display reached the budget
+
+
+def test_smoke_run_on_a_sample_then_the_full_run_warm_starts_from_it(tmp_path: Path) -> None:
+    csv = make_csv(tmp_path / "churn.csv", 4000)
+    env = {"TUNEFLOW_HOME": str(tmp_path / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    common = ("run", "--data", str(csv), "--target", "churned", "--row-key", "customer_id", "--parallelism", "2", "--max-rounds", "20", "--pruner", "none")
+    smoke = run_cli(*common, "--n-trials", "4", "--sample", "25%", "--sampler", "random", env=env)
+    assert smoke.returncode == 0, smoke.stderr[-4000:]
+    assert "smoke run on a sample (0.25)" in smoke.stdout and "without --sample" in smoke.stdout
+    assert re.search(r"model: tuneflow-churn-sample version 1", smoke.stdout)
+    small = json.loads(Path(re.search(r"report: (\S+)", smoke.stdout).group(1)).read_text())
+    assert small["sample"] == "0.25" and 800 <= sum(small["rows"].values()) <= 1200
+    assert small["sampler"] == "random" and small["stopped_by"].startswith("n-trials")
+
+    full = run_cli(*common, "--n-trials", "40", "--patience", "6", "--sampler", "random", env=env)
+    assert full.returncode == 0, full.stderr[-4000:]
+    report = json.loads(Path(re.search(r"report: (\S+)", full.stdout).group(1)).read_text())
+    assert report["warm_start"] == {"from": small["study_name"], "mode": "enqueued", "trials": 4}
+    assert f"warm start: 4 trials enqueued from study {small['study_name']}" in full.stdout
+    assert report["stopped_by"].startswith("patience") and report["trials_this_run"] < 40
+    assert sum(report["rows"].values()) == 4000 and re.search(r"model: tuneflow-churn version 1", full.stdout)
+
+
+def test_conditional_space_and_several_objectives(tmp_path: Path) -> None:
+    csv = make_csv(tmp_path / "churn.csv", 3000)
+    proc = run_cli(
+        "run", "--data", str(csv), "--target", "churned", "--n-trials", "8", "--parallelism", "2", "--max-rounds", "20",
+        "--space", "data/search_space_conditional.yaml", "--objectives", "auc,size_mb,latency_ms", "--within", "size_mb=1",
+        env={"TUNEFLOW_HOME": str(tmp_path / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(Path(re.search(r"report: (\S+)", proc.stdout).group(1)).read_text())
+    assert report["sampler"] == "tpe" and "conditional" in report["sampler_reason"] and report["pruner"] == "none"
+    assert report["objectives"] == ["auc", "size_mb", "latency_ms"]
+    front = report["pareto_front"]
+    assert front and all(r["size_mb"] > 0 and r["latency_ms"] > 0 for r in front)
+    assert report["best_trial"] in {r["number"] for r in front if r["within_limits"]}
+    assert max(r["auc"] for r in front if r["within_limits"]) == report["best_value"]
+    params = report["best_params"]
+    assert ("rate_drop" in params) == (params["booster"] == "dart")
+    assert ("max_leaves" in params) == (params["grow_policy"] == "lossguide")
+    assert "Pareto front (" in proc.stdout

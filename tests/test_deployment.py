@@ -189,7 +189,8 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
 
     out = _sh([
         prefect, "--no-prompt", "deployment", "run", f"{FLOW}/adhoc",
-        "-p", f"data={data}", "-p", "target=churned", "-p", "row_key=customer_id", "-p", "n_trials=2", "-p", "max_rounds=20",
+        "-p", f"data={data}", "-p", "target=churned", "-p", "row_key=customer_id", "-p", "n_trials=3", "-p", "max_rounds=20",
+        "-p", "sampler=random", "-p", "objectives=auc,size_mb", "-p", "stop_at=0.99", "-p", "warm_start=off",
     ], env).stdout
     match = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
     assert match, out
@@ -203,7 +204,10 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
         )
         assert run.state.is_completed(), f"{run.state!r}\n--- flow run logs\n{_flow_run_logs(client, run_id)}\n--- worker log\n{_tail(worker_log)}"
         assert run.deployment_id == deps["adhoc"].id and run.work_pool_name == POOL
-        assert run.parameters == {"n_trials": 2, "parallelism": 2, "data": str(data), "target": "churned", "row_key": "customer_id", "max_rounds": 20}
+        assert run.parameters == {
+            "n_trials": 3, "parallelism": 2, "data": str(data), "target": "churned", "row_key": "customer_id", "max_rounds": 20,
+            "sampler": "random", "objectives": "auc,size_mb", "stop_at": 0.99, "warm_start": "off",
+        }
 
         (summary,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tuneflow-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
         assert summary.type == "markdown" and "alias **champion**" in summary.data
@@ -216,7 +220,10 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
     reports = list((home / "store" / "reports").glob("*.json"))
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())
-    assert report["trials_this_run"] == 2 and report["registered"]["alias"] == "champion"
+    assert report["trials_this_run"] == 3 and report["registered"]["alias"] == "champion"
+    # the issue-9 options arrive through `prefect deployment run -p` as they do through the CLI
+    assert report["sampler"] == "random" and report["objectives"] == ["auc", "size_mb"] and report["pareto_front"]
+    assert report["warm_start"] is None and report["stopped_by"].startswith(("n-trials", "stop-at"))
     assert report["manifest_uri"].startswith(str(home)) and report["storage"].startswith(str(home))
 
     from mlflow import MlflowClient

@@ -19,7 +19,6 @@ on a conditional space; GP without torch.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -141,8 +140,3 @@ def exhausted(sampler: optuna.samplers.BaseSampler, study: optuna.Study) -> bool
     """Grid search: every configuration has been asked."""
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
-
-def grid_points(space: SearchSpace) -> list[dict]:
-    """Every configuration of a finite space (tests and benchmarks)."""
-    grid = space.grid()
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
