@@ -278,7 +278,7 @@ def instrumented_pass(a: argparse.Namespace, storage_url: str, submit_to: Any) -
     wrap(optuna.Study, "ask", "study.ask (sampler + new trial)", on_ask)
     wrap(optuna.Study, "tell", "study.tell", on_tell)
     wrap(optuna.trial.Trial, "set_user_attr", "trial.set_user_attr")
-    wrap(loop_module, "suggest", "suggest (7 params)")
+    wrap(search_space.SearchSpace, "suggest", "suggest (7 params)")  # the loop samples through its SearchSpace
     original_fn = steps.trial_task.fn
 
     def body(number: int, *rest: Any) -> dict:
