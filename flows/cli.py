@@ -87,7 +87,7 @@ def run(
         choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
         # Checked here, before the temporary Prefect server starts; the flow reuses this plan.
         plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample)
-        plan_tuning(
+        tuning = plan_tuning(
             plan, choices, n_trials=n_trials, sampler=chosen_sampler, objectives=objectives, within=within, stop_at=stop_at,
             patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
         )
@@ -102,7 +102,7 @@ def run(
         SpinnerColumn(), TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=console, transient=False,
     )
-    bar = display.add_task("starting: validate and shard", total=population if choices.strategy == Strategy.PBT else n_trials)
+    bar = display.add_task("starting: validate and shard", total=population if choices.strategy == Strategy.PBT else tuning.n_trials)
 
     def on_event(event) -> None:
         best = f"{event.best_value:.5f} (#{event.best_number})" if event.best_value is not None else "-"

@@ -14,10 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
-
-if TYPE_CHECKING:  # workers never load it: it imports Optuna
-    from tasks.tuning.search_space import SearchSpace
+from typing import Any, NotRequired, TypedDict
 
 # Defaults: the CLI, the flow, the engine and the benchmarks all read them from here.
 DEFAULT_MAX_ROUNDS = 500
@@ -232,7 +229,7 @@ class RunPlan:
     task: str
     metric: str
     direction: str
-    space: SearchSpace
+    space: Any  # a tasks.tuning.search_space.SearchSpace: not imported, this module stays standard-library only
     expectations: dict[str, Any]
     files: list[dict[str, Any]]
     schema: dict[str, Any]
