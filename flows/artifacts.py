@@ -4,6 +4,7 @@ where Prefect keeps cached results. Every artifact key is written here and nowhe
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import Any
 
@@ -22,15 +23,21 @@ LEADERBOARD_KEY = "trial-leaderboard"
 SUMMARY_KEY = "tuneflow-summary"
 
 
-def publish_validation_report(markdown: str, fingerprint: str) -> None:
-    create_markdown_artifact(markdown, key=VALIDATION_KEY, description=f"Validation of {fingerprint}")
+def key_for(base: str, dataset: str) -> str:
+    """An artifact key per dataset (`tuneflow-summary-churn`): runs on other datasets keep their own history."""
+    return f"{base}-{re.sub(r'[^a-z0-9-]+', '-', dataset.lower()).strip('-') or 'dataset'}"[:100]
+
+
+def publish_validation_report(markdown: str, dataset: str, fingerprint: str) -> None:
+    create_markdown_artifact(markdown, key=key_for(VALIDATION_KEY, dataset), description=f"Validation of {dataset} ({fingerprint})")
 
 
 class Leaderboard:
     """Logs each trial and keeps a Prefect table of the best trials current while the study runs."""
 
-    def __init__(self, direction: str, every_s: float = 5.0, costs: tuple[str, ...] = ()) -> None:
+    def __init__(self, direction: str, every_s: float = 5.0, costs: tuple[str, ...] = (), dataset: str = "dataset") -> None:
         self.direction, self.every_s, self.costs = direction, every_s, costs
+        self.key = key_for(LEADERBOARD_KEY, dataset)
         self.rows: list[dict[str, Any]] = []
         self.last = 0.0
 
@@ -53,7 +60,7 @@ class Leaderboard:
         sign = -1 if self.direction == "maximize" else 1  # complete trials first, then pruned ones, best first
         rows = sorted(self.rows, key=lambda r: (r["state"] != "COMPLETE", sign * r["value"]))[:20]
         if rows:
-            create_table_artifact(rows, key=LEADERBOARD_KEY, description=description)
+            create_table_artifact(rows, key=self.key, description=description)
 
 
 def _round(v: Any) -> Any:
@@ -61,7 +68,7 @@ def _round(v: Any) -> Any:
 
 
 def publish_summary(result: RunResult) -> None:
-    create_markdown_artifact(summary_markdown(result), key=SUMMARY_KEY, description="tuneflow result")
+    create_markdown_artifact(summary_markdown(result), key=key_for(SUMMARY_KEY, result["dataset"]), description=f"tuneflow result for {result['dataset']}")
 
 
 def summary_markdown(result: RunResult) -> str:
@@ -70,7 +77,7 @@ def summary_markdown(result: RunResult) -> str:
         f"# tuneflow: {result['dataset']}",
         f"- best {result['metric']} (valid): **{result['best_value']:.6f}** (trial {result['best_trial']})",
         f"- test {result['metric']}: {reg['test_value']:.6f}",
-        f"- model: `{reg['model_uri']}` alias **{reg['alias']}**",
+        f"- model: `{reg['model_uri']}` alias **{reg['alias']}**; MLflow run `{reg['run_id']}`",
         f"- study: `{result['study_name']}` in `{result['storage']}`",
         f"- data: `{result['manifest_uri']}` rows {result['rows']}" + (f" (smoke run on sample {result['sample']})" if result["sample"] else ""),
         f"- sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; {result['cost_hours']:.4f} core-hours",

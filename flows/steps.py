@@ -43,11 +43,15 @@ RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(1.0), retry_jitt
     result_serializer="json",
     **RETRY,
 )
-def validate_task(files: list[dict], schema: dict, expectations: dict, storage_options: dict, fp: str) -> dict:
-    """Run the suite per partition on Dask; publish the report; stop the flow if it failed."""
+def validate_task(files: list[dict], schema: dict, expectations: dict, storage_options: dict, fp: str, dataset: str = "dataset") -> dict:
+    """Run the suite per partition on Dask; stop the flow if it failed, publishing the failed report
+    (a passed one is published by the flow, so a cached validation shows it too)."""
     report = validate_dataset(None, files, schema, expectations, storage_options)
-    artifacts.publish_validation_report(report_markdown(report), fp)
-    raise_if_failed(report)
+    try:
+        raise_if_failed(report)
+    except Exception:
+        artifacts.publish_validation_report(report_markdown(report), dataset, fp)
+        raise
     return report
 
 
@@ -93,6 +97,16 @@ def register_task(best: dict[str, Any], manifest: DatasetManifest, metric: str, 
         model_ubj=fs.cat_file(path), manifest=manifest, metric=metric, direction=direction, evaluate=evaluate,
         params=best["params"], valid_value=best["value"], study_name=best["study_name"], trial_number=best["number"],
         model_name=model_name, tracking_uri=where.tracking_uri, artifact_root=where.artifact_root,
-        validation_report=report, plots=plots, schedule=best.get("schedule"),
+        validation_report=report, plots=plots, schedule=best.get("schedule"), run_tags=flow_run_tags(),
     )
+
+
+def flow_run_tags() -> dict[str, str]:
+    """The Prefect flow run an MLflow run came from (id, name, and its UI link where a UI is set)."""
+    from prefect.runtime import flow_run
+
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    if getattr(flow_run, "ui_url", None):
+        tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    return {k: v for k, v in tags.items() if v}
 

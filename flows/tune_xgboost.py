@@ -30,6 +30,7 @@ from tasks.tuning.rungs import make_pruner
 from tasks.tuning.samplers import build_sampler
 from tasks.tuning.studies import default_study_name, enqueue_configs, open_storage, open_study, space_hash
 from tasks.tuning.warm_start import StudyIdentity, check_parent, seed_new_study, stamp
+from tasks.validation import report_markdown
 
 
 TRAIN_FRACTION = DEFAULT_FRACTIONS["train"]
@@ -96,7 +97,8 @@ def tune_xgboost(
         cached = {"result_storage": artifacts.results_storage(where.store, where.store_options)}
         # validation reads every row, sample or not, so a smoke run and the full run share its cached report
         full_fp = shard.fingerprint(plan.files, plan.schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
-        report = steps.validate_task.with_options(**cached)(plan.files, plan.schema, plan.expectations, plan.data_options, full_fp)
+        report = steps.validate_task.with_options(**cached)(plan.files, plan.schema, plan.expectations, plan.data_options, full_fp, plan.name)
+        artifacts.publish_validation_report(report_markdown(report), plan.name, full_fp)
         log.info("validation passed: %d rows, %d expectations", report["rows"], len(report["results"]))
         workers = len(client.scheduler_info()["workers"])
         # before sharding, so a fidelity these rows cannot serve leaves no dataset version behind
@@ -127,7 +129,7 @@ def tune_xgboost(
             storage_options=where.store_options, placement=chosen, device=Device(device), nthread=trial_threads(client, where.dask_address),
             num_boost_round=max_rounds, early_stopping_rounds=early_stopping_rounds, measure_latency=tuning.objectives.measures_latency,
         )
-        leaderboard = artifacts.Leaderboard(plan.direction, costs=tuning.objectives.costs)
+        leaderboard = artifacts.Leaderboard(plan.direction, costs=tuning.objectives.costs, dataset=plan.name)
         with open_trainer(client, chosen, manifest, where.store_options) as trainer:
             outcome = strategies.tune(
                 the_study, plan.space, choices, tuning, template, trainer, store=where.store, n_trials=tuning.n_trials, timeout=timeout,

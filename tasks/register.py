@@ -173,8 +173,10 @@ def register_best_model(
     input_example: pd.DataFrame | None = None,
     experiment_name: str = "tuneflow",
     schedule: list[dict[str, Any]] | None = None,
+    run_tags: dict[str, str] | None = None,
 ) -> RegisteredModel:
-    """Log and register the best trial's model; make it champion only if it beats the current one."""
+    """Log and register the best trial's model; make it champion only if it beats the current one.
+    `run_tags` are added to the MLflow run (the Prefect flow run that made it)."""
     if direction not in ("maximize", "minimize"):
         raise TuneflowError(f"Unknown optimisation direction '{direction}'.", "use 'maximize' or 'minimize'.")
     # The fluent API (start_run, log_model, register_model) only reads the process-wide URIs.
@@ -209,6 +211,7 @@ def register_best_model(
             input_example=input_example,
             experiment_name=experiment_name,
             schedule=schedule,
+            run_tags=run_tags,
         )
     else:
         version = existing  # registered before but interrupted before the alias decision
@@ -289,6 +292,7 @@ def _log_and_register(
     input_example: pd.DataFrame | None,
     experiment_name: str,
     schedule: list[dict[str, Any]] | None = None,
+    run_tags: dict[str, str] | None = None,
 ) -> ModelVersion:
     """One MLflow run holding params, metrics, data lineage, plots and the model; one new version."""
     booster = xgb.Booster(model_file=bytearray(model_ubj))
@@ -301,6 +305,7 @@ def _log_and_register(
         TAG_TRIAL: str(trial_number),
         TAG_METRIC: metric,
         TAG_DIRECTION: direction,
+        **(run_tags or {}),
     }
     with mlflow.start_run(
         experiment_id=_experiment_id(client, experiment_name, artifact_root),

@@ -209,7 +209,7 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
             "sampler": "random", "objectives": "auc,size_mb", "stop_at": 0.99, "warm_start": "off",
         }
 
-        (summary,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tuneflow-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        (summary,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tuneflow-summary-churn"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
         assert summary.type == "markdown" and "alias **champion**" in summary.data
         assert client.read_flow_runs(flow_run_filter=FlowRunFilter(id={"any_": [triggered.id]}))[0].state.is_cancelled()
         assert not client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deps["nightly"].id])))

@@ -67,6 +67,24 @@ def test_local_end_to_end_then_cached_rerun(churn_csv: Path, tuneflow_home: Path
     assert states["validate"] == "Cached" and states["shard"] == "Cached"
     assert again["fingerprint"] == result["fingerprint"] and again["trials_this_run"] == 2
     assert storage.read_json(again["manifest_uri"])["created_at"] == manifest["created_at"]
+    # ... and still shows its validation report, under keys of its own dataset
+    keys = latest_flow_run_artifact_keys()
+    assert {"validation-report-churn", "tuneflow-summary-churn", "trial-leaderboard-churn"} <= keys, keys
+
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=get_settings().resolved_tracking_uri()).get_run(reg["run_id"])
+    assert run.data.tags["prefect.flow_run_id"] and run.data.tags["prefect.flow_run_name"]  # the flow run that made it
+
+
+def latest_flow_run_artifact_keys() -> set[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        return {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))}
 
 
 @pytest.mark.services
