@@ -51,7 +51,10 @@ class Leaderboard:
         if event.state in ("COMPLETE", "PRUNED") and event.value is not None:
             state = event.state if event.state == "COMPLETE" else f"PRUNED at rung {event.info.get('rung', '?')}"
             costs = {c: _round(cost_value(c, event.info)) for c in self.costs}
-            self.rows.append({"trial": event.number, "state": state, "value": round(event.value, 6), **costs, **{k: _round(v) for k, v in event.params.items()}})
+            used = {"cpu_s": _round(event.info.get("cpu_seconds")), "peak_mb": _round(event.info.get("peak_rss_mb"))}
+            if event.info.get("gpu_mem_peak_mb") is not None:
+                used |= {"gpu_util_pct": event.info.get("gpu_util_pct"), "gpu_mem_mb": _round(event.info.get("gpu_mem_peak_mb"))}
+            self.rows.append({"trial": event.number, "state": state, "value": round(event.value, 6), **costs, **used, **{k: _round(v) for k, v in event.params.items()}})
         if time.time() - self.last >= self.every_s:
             self.publish(f"{event.done} trials done, {event.failed} failed, {event.pruned} pruned, best {event.best_value}")
 
@@ -80,7 +83,8 @@ def summary_markdown(result: RunResult) -> str:
         f"- model: `{reg['model_uri']}` alias **{reg['alias']}**; MLflow run `{reg['run_id']}`",
         f"- study: `{result['study_name']}` in `{result['storage']}`",
         f"- data: `{result['manifest_uri']}` rows {result['rows']}" + (f" (smoke run on sample {result['sample']})" if result["sample"] else ""),
-        f"- sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; {result['cost_hours']:.4f} core-hours",
+        f"- sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; {result['cost_hours']:.4f} core-hours held, {result['cpu_hours']:.4f} CPU-hours used"
+        + (f", {result['gpu_hours']:.4f} GPU-hours" if result["gpu_hours"] else ""),
         *([f"- warm start: {w['trials']} trials {w['mode']} from `{w['from']}`"] if (w := result["warm_start"]) else []),
         "",
         "| parameter | value |",

@@ -97,7 +97,7 @@ def register_task(best: dict[str, Any], manifest: DatasetManifest, metric: str, 
         model_ubj=fs.cat_file(path), manifest=manifest, metric=metric, direction=direction, evaluate=evaluate,
         params=best["params"], valid_value=best["value"], study_name=best["study_name"], trial_number=best["number"],
         model_name=model_name, tracking_uri=where.tracking_uri, artifact_root=where.artifact_root,
-        validation_report=report, plots=plots, schedule=best.get("schedule"), run_tags=flow_run_tags(),
+        validation_report=report, plots=plots, schedule=best.get("schedule"), run_tags=flow_run_tags(), run_metrics=best.get("metrics"),
     )
 
 

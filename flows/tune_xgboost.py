@@ -141,6 +141,10 @@ def tune_xgboost(
         log.info("tuning stopped by %s", outcome.stopped_by)
         front = pareto_front(the_study, tuning.objectives)
         best = best_of_study(the_study, plan.space, outcome, tuning.objectives)
+        best["metrics"] = {
+            **{f"trial_{k}": v for k, v in best.pop("resources").items()},
+            "study_cpu_hours": outcome.cpu_seconds / 3600, "study_core_hours_held": outcome.cost_hours, "study_gpu_hours": outcome.gpu_seconds / 3600,
+        }
         default_model = f"tuneflow-{plan.name}" + ("-sample" if plan.sample else "")  # a smoke run never competes with real models
         registered = steps.register_task(
             best, manifest, plan.metric, plan.direction, model_name or default_model, report, artifacts.study_plots(the_study), where,
@@ -155,6 +159,7 @@ def tune_xgboost(
         failed_this_run=outcome.failed, pruned_this_run=outcome.pruned, strategy=choices.strategy.value, pruner=choices.pruner.value,
         fidelity=choices.fidelity.value, schedule=choices.schedule.value, sampler=tuning.sampler.name.value, sampler_reason=tuning.sampler.reason,
         objectives=tuning.objectives.names, pareto_front=front, stopped_by=outcome.stopped_by, cost_hours=outcome.cost_hours,
+        cpu_hours=round(outcome.cpu_seconds / 3600, 6), gpu_hours=round(outcome.gpu_seconds / 3600, 6),
         warm_start=warm, sample=plan.sample, slot_utilisation=outcome.slot_utilisation, recovered_trials=outcome.recovered, placement=chosen.value, best_trial=best["number"],
         best_value=best["value"], best_params=best["params"], registered=registered, tune_seconds=round(outcome.seconds, 2),
         report_uri=objectstore.join(where.store, "reports", f"{the_study.study_name}.json"),

@@ -206,6 +206,10 @@ class TrialResult:
     noop: bool = False
     cores: int = 1  # CPU threads the unit held (all workers' in data-parallel placement)
     gpus: int = 0
+    cpu_seconds: float = 0.0  # the worker's CPU time during the unit (all workers' in data-parallel placement)
+    peak_rss_mb: float = 0.0  # the worker's peak resident memory during the unit (largest worker's)
+    gpu_util_pct: float | None = None  # CUDA: mean GPU utilisation during the unit (NVML)
+    gpu_mem_peak_mb: float | None = None  # CUDA: peak GPU memory in use during the unit (NVML)
     model_bytes: int = 0  # size of model_ubj
     predict_ms_per_1k: float | None = None  # when the request asked: milliseconds to predict 1,000 valid rows
 
@@ -276,6 +280,8 @@ class RunResult(TypedDict):
     pareto_front: list[dict[str, Any]]  # multi-objective: the Pareto-optimal trials, best metric first
     stopped_by: str  # which rule ended the tuning
     cost_hours: float  # core-hours (GPU-hours on CUDA) the trials of this run held
+    cpu_hours: float  # CPU time measured on the workers over this run's trials
+    gpu_hours: float  # wall time of this run's units on CUDA
     warm_start: dict[str, Any] | None  # {"from": study, "mode": copied|enqueued, "trials": n}
     sample: str | None  # --sample of a smoke run
     slot_utilisation: float | None  # share of the trial slots' time that units were in flight

@@ -174,6 +174,7 @@ def register_best_model(
     experiment_name: str = "tuneflow",
     schedule: list[dict[str, Any]] | None = None,
     run_tags: dict[str, str] | None = None,
+    run_metrics: dict[str, float] | None = None,
 ) -> RegisteredModel:
     """Log and register the best trial's model; make it champion only if it beats the current one.
     `run_tags` are added to the MLflow run (the Prefect flow run that made it)."""
@@ -212,6 +213,7 @@ def register_best_model(
             experiment_name=experiment_name,
             schedule=schedule,
             run_tags=run_tags,
+            run_metrics=run_metrics,
         )
     else:
         version = existing  # registered before but interrupted before the alias decision
@@ -293,6 +295,7 @@ def _log_and_register(
     experiment_name: str,
     schedule: list[dict[str, Any]] | None = None,
     run_tags: dict[str, str] | None = None,
+    run_metrics: dict[str, float] | None = None,
 ) -> ModelVersion:
     """One MLflow run holding params, metrics, data lineage, plots and the model; one new version."""
     booster = xgb.Booster(model_file=bytearray(model_ubj))
@@ -314,6 +317,8 @@ def _log_and_register(
     ):
         mlflow.log_params(params)
         mlflow.log_metrics({_metric_key("test", metric): test_value, _metric_key("valid", metric): float(valid_value)})
+        if run_metrics:  # what the trial and the study used (resources)
+            mlflow.log_metrics({k: float(v) for k, v in run_metrics.items() if v is not None})
         mlflow.log_dict(manifest, MANIFEST_ARTIFACT)
         if validation_report is not None:
             mlflow.log_dict(validation_report, VALIDATION_ARTIFACT)

@@ -71,3 +71,5 @@ def test_conditional_space_and_several_objectives(tmp_path: Path) -> None:
     assert ("rate_drop" in params) == (params["booster"] == "dart")
     assert ("max_leaves" in params) == (params["grow_policy"] == "lossguide")
     assert "Pareto front (" in proc.stdout
+    # resources measured on the workers, per trial and for the run
+    assert report["cpu_hours"] > 0 and report["cost_hours"] >= report["cpu_hours"] * 0.5 and report["gpu_hours"] == 0

@@ -55,6 +55,7 @@ def test_two_live_units_equal_one_and_a_lost_live_booster_resumes_from_the_check
         first = trainer.run(dataclasses.replace(base, number=1, num_boost_round=10, live_key="t1", checkpoint_uri=str(saved)))
         saved.write_bytes(first.checkpoint_ubj)  # what the flow's trial task does with a unit's checkpoint
         assert first.resumed == "scratch" and first.placement == "data"
+        assert first.cpu_seconds > 0 and first.peak_rss_mb > 50 and first.cores >= 2  # both workers' CPU, the larger peak
         assert all(keys == ["t1"] for keys in client.run(data_parallel.live_keys).values())  # every worker keeps its copy
         cont = dataclasses.replace(base, number=1, num_boost_round=10, live_key="t1", resume_from=str(saved), best_so_far=(first.best_iteration, first.value))
         live = trainer.run(cont)

@@ -64,6 +64,11 @@ def test_every_task_trains_and_scores(tmp_path: Path, frames: pd.DataFrame, task
     booster = xgb.Booster(model_file=bytearray(first.model_ubj))
     assert booster.num_boosted_rounds() == first.best_iteration + 1
     assert len(first.history) == first.rounds  # the valid metric after every round
+    # what the unit used on this process: CPU time, its memory peak; no GPU figures on CPU
+    assert 0 < first.cpu_seconds and first.peak_rss_mb > 50 and first.gpu_util_pct is None and first.gpu_mem_peak_mb is None
+    assert first.model_bytes == len(first.model_ubj) and first.predict_ms_per_1k is None  # latency only when asked
+    timed = resident.run_trial(dataclasses.replace(request, number=3, measure_latency=True))
+    assert timed.predict_ms_per_1k is not None and timed.predict_ms_per_1k > 0
 
 
 def test_a_trial_continues_from_its_saved_booster(tmp_path: Path, frames: pd.DataFrame) -> None:

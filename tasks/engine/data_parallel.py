@@ -35,7 +35,9 @@ from tasks.contracts import DatasetManifest, TrialRequest, TrialResult
 from tasks.engine import collective
 from tasks.engine.encoding import feature_names, feature_types
 from tasks.engine.fractions import subset_rows
+from tasks.engine import resources
 from tasks.engine.live import LiveBoosters
+from tasks.engine.resources import ResourceMeter
 from tasks.engine.shards import read_frames, split_arrays, split_uris
 from tasks.engine.training import boost_unit, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
 from tasks.errors import TransientError, TuneflowError
@@ -159,7 +161,12 @@ class DataParallelTrainer:
         return dataclasses.replace(
             result, seconds=round(seconds, 4), setup_seconds=round(seconds - result.train_seconds, 4),  # everything that is not boosting
             data_cache_hit=not fresh, load_seconds=round(data.load_seconds, 4) if fresh else 0.0,
+            **resources.combine([_resources_of(result), *outs[1:]]),
         )
+
+
+def _resources_of(result: TrialResult) -> dict[str, Any]:
+    return {k: getattr(result, k) for k in ("cpu_seconds", "peak_rss_mb", "gpu_util_pct", "gpu_mem_peak_mb")}
 
 
 def _gather_unit(client: Client, futures: list[Any], workers: tuple[str, ...], timeout_s: float | None) -> list[Any]:
@@ -292,6 +299,7 @@ def _train_unit(
     """One worker's part of a unit: its slice's matrices, the booster (live, saved or new) and
     `boost` inside the communicator. Rank 0 returns the TrialResult; the others a summary."""
     started = time.perf_counter()
+    meter = ResourceMeter(device).start()
     nthread = int(request.nthread or distributed.get_worker().state.nthreads)
     params = {**xgb_params(request, device), "nthread": nthread}
     matrix = (token, device, request.max_bin, float(request.fraction))
@@ -314,8 +322,9 @@ def _train_unit(
         world = xgb.collective.get_world_size()
     _LIVE.keep(request, booster, matrix)
     if rank != 0:
-        return {"rank": rank, "rows": int(dtrain.num_row()), "total_rounds": booster.num_boosted_rounds(), "resumed": resumed, "matrix_cache_hit": matrix_hit}
+        return {"rank": rank, "rows": int(dtrain.num_row()), "total_rounds": booster.num_boosted_rounds(), "resumed": resumed, "matrix_cache_hit": matrix_hit,
+                **meter.stop()}
     return unit_result(
         booster, log, request, device=device, started=started, built=built, trained=trained, resumed=resumed,
-        dvalid=dvalid, cores=nthread * world, matrix_cache_hit=matrix_hit, data_cache_hit=True,
+        dvalid=dvalid, cores=nthread * world, matrix_cache_hit=matrix_hit, data_cache_hit=True, **meter.stop(),
     )

@@ -7,6 +7,7 @@ unit that asks for `live_key` leaves its booster live on the worker, so the tria
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import time
@@ -19,6 +20,7 @@ from tasks.contracts import DatasetManifest, TrialRequest, TrialResult
 from tasks.engine.encoding import feature_names, feature_types
 from tasks.engine.fractions import subset_rows
 from tasks.engine.live import LiveBoosters
+from tasks.engine.resources import ResourceMeter
 from tasks.engine.shards import load_split
 from tasks.engine.training import boost_unit, new_booster, noop_result, resolve_device, saved_booster, unit_result, xgb_params
 
@@ -94,6 +96,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
     if request.noop_value is not None:
         return noop_result(request, started)
     device = resolve_device(request.device)
+    meter = ResourceMeter(device).start()
     data, data_hit = resident_data(request.manifest, request.storage_options, device)
     matrix = (request.max_bin, request.fraction)
     dtrain, dvalid, matrix_hit = data.matrices_for(*matrix)
@@ -108,10 +111,12 @@ def run_trial(request: TrialRequest) -> TrialResult:
     log = boost_unit(booster, dtrain, dvalid, request, params)
     trained = time.perf_counter()
     _LIVE.keep(request, booster, matrix)
-    return unit_result(
+    result = unit_result(
         booster, log, request, device=device, started=started, built=built, trained=trained, resumed=resumed,
         dvalid=dvalid, cores=int(params.get("nthread") or 1), data_cache_hit=data_hit, matrix_cache_hit=matrix_hit, load_seconds=0.0 if data_hit else round(data.load_seconds, 4),
     )
+    return dataclasses.replace(result, **meter.stop())
+
 
 
 def evaluate_model(model_ubj: bytes, manifest: DatasetManifest, metric: str, storage_options: dict[str, Any], split: str = "test") -> float:

@@ -84,6 +84,8 @@ class StudyOutcome:
     parallelism: int = 1
     stopped_by: str = ""  # n-trials | timeout | grid exhausted | the stopping rule that fired
     cost_hours: float = 0.0  # core-hours (GPU-hours on CUDA) the units of this run held
+    cpu_seconds: float = 0.0  # measured on the workers, over every unit of this run
+    gpu_seconds: float = 0.0  # wall seconds of units on CUDA
 
     @property
     def slot_utilisation(self) -> float | None:
@@ -312,6 +314,9 @@ class TuningLoop:
         result: dict[str, Any] = {}
         try:
             result = dict(flight.future.result())
+            with self.lock:
+                self.outcome.cpu_seconds += float(result.get("cpu_seconds") or 0.0)
+                self.outcome.gpu_seconds += float(result.get("seconds") or 0.0) if result.get("device") == "cuda" else 0.0
             if self.stop is not None:
                 with self.lock:
                     self.stop.spend(result)

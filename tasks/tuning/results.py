@@ -37,4 +37,5 @@ def best_of_study(study: optuna.Study, space: Any, outcome: StudyOutcome, object
         "study_name": study.study_name, "number": best.number, "value": metric_value(best),
         "params": with_fixed(space, best.params), "model_uri": result_of(best)["model_uri"],
         "schedule": best.user_attrs.get(PBT_ATTR),  # PBT: the parameters per segment; None for a search
+        "resources": {k: result_of(best).get(k) for k in ("cpu_seconds", "peak_rss_mb", "gpu_util_pct", "gpu_mem_peak_mb")},
     }

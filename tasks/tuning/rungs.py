@@ -93,10 +93,13 @@ class RungState:
     seconds: float = 0.0  # worker seconds over the rungs
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     attempts: int = 1  # the most Prefect attempts any of its rungs took
+    cpu_seconds: float = 0.0  # worker CPU over the rungs
+    peak_rss_mb: float = 0.0  # the largest worker memory peak of its rungs
 
     def record(self) -> dict[str, Any]:
         return {"rung": self.rung, "best": list(self.best) if self.best else None, "checkpoint": self.checkpoint,
-                "total_rounds": self.total_rounds, "reports": {str(k): v for k, v in self.reports.items()}, "seconds": round(self.seconds, 4)}
+                "total_rounds": self.total_rounds, "reports": {str(k): v for k, v in self.reports.items()}, "seconds": round(self.seconds, 4),
+                "cpu_seconds": round(self.cpu_seconds, 4), "peak_rss_mb": self.peak_rss_mb}
 
 
 @dataclass(frozen=True)
@@ -144,12 +147,15 @@ class RungScheduler:
         state.best, state.total_rounds = (int(result["best_iteration"]), value), int(result.get("total_rounds") or 0)
         state.checkpoint = result.get("checkpoint_uri")
         state.seconds += float(result.get("seconds") or 0.0)
+        state.cpu_seconds += float(result.get("cpu_seconds") or 0.0)
+        state.peak_rss_mb = max(state.peak_rss_mb, float(result.get("peak_rss_mb") or 0.0))
         state.attempts = max(state.attempts, int(result.get("attempt") or 1))
         result["attempt"] = state.attempts  # a retried rung shows on the trial, whichever rung it was
         state.reports[rung.step] = value
         if self.single_objective:  # Optuna takes no reports in a multi-objective study (it has no pruner either)
             trial.report(value, rung.step)
         result["rung"], result["rungs"], result["unit_seconds"], result["seconds"] = rung.index, len(self.rungs), result.get("seconds"), round(state.seconds, 4)
+        result["cpu_seconds"], result["peak_rss_mb"] = round(state.cpu_seconds, 4), state.peak_rss_mb  # the trial's, over its rungs
         nxt = self.rungs[rung.index + 1] if rung.index + 1 < len(self.rungs) else None
         converged = nxt is not None and nxt.fraction == rung.fraction and bool(result.get("stopped_early"))
         if nxt is None or converged:  # full fidelity, or early stopping ended it before the ladder did
@@ -191,6 +197,7 @@ class RungScheduler:
         for step, value in sorted(reports.items() if self.single_objective else ()):
             trial.report(value, step)
         state = RungState(rung=int(rec["rung"]), best=tuple(rec["best"]) if rec["best"] else None, checkpoint=rec["checkpoint"],
-                          total_rounds=int(rec["total_rounds"]), reports=reports, resumed_from=int(lost), seconds=float(rec.get("seconds", 0.0)))
+                          total_rounds=int(rec["total_rounds"]), reports=reports, resumed_from=int(lost), seconds=float(rec.get("seconds", 0.0)),
+                          cpu_seconds=float(rec.get("cpu_seconds", 0.0)), peak_rss_mb=float(rec.get("peak_rss_mb", 0.0)))
         trial.set_user_attr(RUNG_ATTR, state.record())
         return state
