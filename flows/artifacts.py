@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from flows import progress
@@ -26,6 +26,17 @@ SUMMARY_KEY = "tuneflow-summary"
 def key_for(base: str, dataset: str) -> str:
     """An artifact key per dataset (`tuneflow-summary-churn`): runs on other datasets keep their own history."""
     return f"{base}-{re.sub(r'[^a-z0-9-]+', '-', dataset.lower()).strip('-') or 'dataset'}"[:100]
+
+
+DASHBOARD_KEY = "dask-dashboard"
+
+
+def publish_dashboard_link(link: str | None, dataset: str) -> None:
+    """Log the Dask dashboard's address and show it as a link artifact (it is on a random port)."""
+    if not link:
+        return
+    get_run_logger().info("Dask dashboard: %s", link)
+    create_link_artifact(link, link_text="Dask dashboard (live while the run lasts)", key=key_for(DASHBOARD_KEY, dataset))
 
 
 def publish_validation_report(markdown: str, dataset: str, fingerprint: str) -> None:
@@ -81,7 +92,8 @@ def summary_markdown(result: RunResult) -> str:
         f"- best {result['metric']} (valid): **{result['best_value']:.6f}** (trial {result['best_trial']})",
         f"- test {result['metric']}: {reg['test_value']:.6f}",
         f"- model: `{reg['model_uri']}` alias **{reg['alias']}**; MLflow run `{reg['run_id']}`",
-        f"- study: `{result['study_name']}` in `{result['storage']}`",
+        f"- study: `{result['study_name']}` in `{result['storage']}`; browse it with `optuna-dashboard {result['storage']}`"
+        " or `tuneflow dashboard` (`pip install 'tuneflow[dashboard]'`)",
         f"- data: `{result['manifest_uri']}` rows {result['rows']}" + (f" (smoke run on sample {result['sample']})" if result["sample"] else ""),
         f"- sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; {result['cost_hours']:.4f} core-hours held, {result['cpu_hours']:.4f} CPU-hours used"
         + (f", {result['gpu_hours']:.4f} GPU-hours" if result["gpu_hours"] else ""),

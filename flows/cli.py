@@ -152,6 +152,27 @@ def run(
                   " its study warm-starts from this one.")
 
 
+@app.command()
+def dashboard(
+    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage (default: the one `tuneflow run` uses)."),
+    port: int = typer.Option(8080, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+) -> None:
+    """Open optuna-dashboard on the study storage (pip install 'tuneflow[dashboard]')."""
+    import shutil
+    import subprocess
+
+    from tasks.errors import TuneflowError
+    from tasks.settings import get_settings
+
+    url = storage or get_settings().resolved_storage()
+    exe = shutil.which("optuna-dashboard") or (os.path.join(os.path.dirname(sys.executable), "optuna-dashboard"))
+    if not os.path.exists(exe):
+        _fail(TuneflowError("optuna-dashboard is not installed.", "pip install 'tuneflow[dashboard]' (or: pip install optuna-dashboard)."))
+    console.print(f"optuna-dashboard on {url}: http://{host}:{port}  (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call([exe, url, "--host", host, "--port", str(port)]))
+
+
 def _choice(kind: type[E], value: str, option: str) -> E:
     """`value` as a member of `kind`, or one clear error naming the choices."""
     from tasks.errors import TuneflowError

@@ -94,6 +94,7 @@ def tune_xgboost(
              f", sample {plan.sample}" if plan.sample else "")
 
     with dask_client(where.dask_address, parallelism, device) as client:
+        artifacts.publish_dashboard_link(client.dashboard_link, plan.name)
         cached = {"result_storage": artifacts.results_storage(where.store, where.store_options)}
         # validation reads every row, sample or not, so a smoke run and the full run share its cached report
         full_fp = shard.fingerprint(plan.files, plan.schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)

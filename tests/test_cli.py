@@ -73,3 +73,39 @@ def test_conditional_space_and_several_objectives(tmp_path: Path) -> None:
     assert "Pareto front (" in proc.stdout
     # resources measured on the workers, per trial and for the run
     assert report["cpu_hours"] > 0 and report["cost_hours"] >= report["cpu_hours"] * 0.5 and report["gpu_hours"] == 0
+
+
+def test_dashboard_serves_the_study_storage_or_says_how_to_install_it(tmp_path: Path) -> None:
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tasks.tuning.studies import open_study
+
+    storage = tmp_path / "optuna.journal"
+    open_study(str(storage), "shown", "maximize", 0)
+    exe = Path(sys.executable).parent / "tuneflow"
+    if not (Path(sys.executable).parent / "optuna-dashboard").exists() and not shutil.which("optuna-dashboard"):
+        proc = run_cli("dashboard", "--storage", str(storage), env={})
+        assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "pip install 'tuneflow[dashboard]'" in proc.stderr
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(exe), "dashboard", "--storage", str(storage), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(60):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(server.stderr.read1().decode() if server.stderr else "no answer")
+        assert '"shown"' in body
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -69,7 +69,7 @@ def test_local_end_to_end_then_cached_rerun(churn_csv: Path, tuneflow_home: Path
     assert storage.read_json(again["manifest_uri"])["created_at"] == manifest["created_at"]
     # ... and still shows its validation report, under keys of its own dataset
     keys = latest_flow_run_artifact_keys()
-    assert {"validation-report-churn", "tuneflow-summary-churn", "trial-leaderboard-churn"} <= keys, keys
+    assert {"validation-report-churn", "tuneflow-summary-churn", "trial-leaderboard-churn", "dask-dashboard-churn"} <= keys, keys
 
     from mlflow import MlflowClient
 
