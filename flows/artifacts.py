@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import warnings
 from typing import Any
 
 from prefect import get_run_logger
@@ -123,7 +124,9 @@ def study_plots(the_study: Any) -> dict[str, str]:
         makers.append(("pareto_front", vis.plot_pareto_front, {}))
     for name, make, options in makers:
         try:
-            plots[f"{name}.html"] = make(the_study, **options).to_html(full_html=True, include_plotlyjs="cdn")
+            with warnings.catch_warnings():  # Optuna's notes on few trials per regime or evaluators are not the user's concern
+                warnings.simplefilter("ignore")
+                plots[f"{name}.html"] = make(the_study, **options).to_html(full_html=True, include_plotlyjs="cdn")
         except Exception:  # e.g. importances need two or more complete trials
             continue
     return plots

@@ -9,6 +9,7 @@ from typing import Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tasks.contracts import (
@@ -79,7 +80,9 @@ def run(
     """Tune XGBoost on DATA for TARGET and register the best model."""
     from tasks.errors import TuneflowError
     from tasks.plan import plan_run
+    from tasks.settings import resolve_locations
     from tasks.tuning.choices import plan_tuning, search_choices
+    from tasks.tuning.warm_start import check_warm_start, study_identity
 
     try:
         chosen_device, chosen_placement = _choice(Device, device, "--device"), _choice(Placement, placement, "--placement")
@@ -91,6 +94,7 @@ def run(
             plan, choices, n_trials=n_trials, sampler=chosen_sampler, objectives=objectives, within=within, stop_at=stop_at,
             patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
         )
+        check_warm_start(resolve_locations(store, storage, dask_address).study_storage, tuning.warm_start, study_identity(plan, tuning))
     except TuneflowError as exc:
         _fail(exc)
 
@@ -129,7 +133,8 @@ def run(
     out = Console(soft_wrap=True)
     tuned = f"{result['trials_this_run']} trials this run ({result['pruned_this_run']} pruned, {result['failed_this_run']} failed)"
     out.print(f"\n[bold green]Done.[/] {tuned}; best {result['metric']} (valid) = [bold]{result['best_value']:.6f}[/] (trial {result['best_trial']}), test = {reg['test_value']:.6f}")
-    out.print(f"sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}")
+    out.print(escape(f"sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; "
+                     f"{result['cost_hours']:.4f} core-hours held, {result['cpu_hours']:.4f} CPU-hours used"))
     if result["warm_start"]:
         warm = result["warm_start"]
         out.print(f"warm start: {warm['trials']} trials {warm['mode']} from study {warm['from']}")

@@ -28,8 +28,8 @@ from tasks.tuning.objectives import pareto_front
 from tasks.tuning.results import best_of_study
 from tasks.tuning.rungs import make_pruner
 from tasks.tuning.samplers import build_sampler
-from tasks.tuning.studies import default_study_name, enqueue_configs, open_storage, open_study, space_hash
-from tasks.tuning.warm_start import StudyIdentity, check_parent, seed_new_study, stamp
+from tasks.tuning.studies import default_study_name, enqueue_configs, open_storage, open_study
+from tasks.tuning.warm_start import check_warm_start, seed_new_study, stamp, study_identity
 from tasks.validation import report_markdown
 
 
@@ -87,9 +87,8 @@ def tune_xgboost(
     name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space, tuning.objectives.costs)
     if choices.strategy == Strategy.PBT and not study_name:
         name += "-pbt"  # a population is not a search: its own study
-    identity = StudyIdentity(plan.name, plan.fingerprint, plan.task, plan.metric, ",".join(tuning.objectives.names), space_hash(plan.space))
-    if tuning.warm_start not in (WarmStart.AUTO, WarmStart.OFF):  # a named parent: checked before anything is written
-        check_parent(open_storage(where.study_storage), tuning.warm_start, identity)
+    identity = study_identity(plan, tuning)
+    check_warm_start(where.study_storage, tuning.warm_start, identity)  # a named parent: checked before anything is written
     log.info("dataset %s: %d file(s), %.1f MB, fingerprint %s%s", plan.name, len(plan.files), sum(f["size"] for f in plan.files) / 1e6, plan.fingerprint,
              f", sample {plan.sample}" if plan.sample else "")
 
@@ -123,6 +122,9 @@ def tune_xgboost(
         warm = seed_new_study(the_study, open_storage(where.study_storage), tuning.warm_start, identity)
         if warm:
             log.info("warm start from study %s: %d trials %s", warm["from"], warm["trials"], warm["mode"])
+            # past the seeded trials, as a resumed study is: with the parent's seed the sampler's
+            # random start-up draws would repeat the parent's first configurations
+            the_study.sampler = build_sampler(tuning.sampler, plan.space, seed + len(the_study.get_trials(deepcopy=False)))
         stamp(the_study, identity)
         enqueue_configs(the_study, plan.enqueue)
         template = trial_request(

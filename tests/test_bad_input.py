@@ -147,6 +147,7 @@ def test_a_fidelity_the_data_cannot_serve_is_refused_before_sharding(good_csv: P
 def test_a_warm_start_study_that_does_not_exist_is_refused_before_any_work(good_csv: Path, home: Path) -> None:
     proc = cli(home, "--data", str(good_csv), "--target", "churned", "--warm-start", "churn-nosuchstudy")
     assert_clean_failure(proc, home, good_csv, "--warm-start study 'churn-nosuchstudy' is not in the study storage")
+    assert "Traceback" not in proc.stderr and not list(home.rglob("*.journal")), "refused after Prefect started, or a study storage was made"
 
 
 @pytest.mark.parametrize(("space", "needles"), [

@@ -50,6 +50,16 @@ def test_smoke_run_on_a_sample_then_the_full_run_warm_starts_from_it(tmp_path: P
     assert f"warm start: 4 trials enqueued from study {small['study_name']}" in full.stdout
     assert report["stopped_by"].startswith("patience") and report["trials_this_run"] < 40
     assert sum(report["rows"].values()) == 4000 and re.search(r"model: tuneflow-churn version 1", full.stdout)
+    # the new study's own draws do not replay the smoke study's (its sampler is seeded past the enqueued trials)
+    import optuna
+
+    from tasks.tuning.records import WARM_START_ATTR
+    from tasks.tuning.studies import open_storage
+
+    storage = open_storage(report["storage"])
+    seen = {tuple(sorted(t.params.items())) for t in optuna.load_study(study_name=small["study_name"], storage=storage).trials}
+    drawn = [t for t in optuna.load_study(study_name=report["study_name"], storage=storage).trials if WARM_START_ATTR not in t.user_attrs]
+    assert drawn and not [t.number for t in drawn if tuple(sorted(t.params.items())) in seen]
 
 
 def test_conditional_space_and_several_objectives(tmp_path: Path) -> None:

@@ -162,7 +162,8 @@ def unit_result(
         rounds=len(log.history),
         model_ubj=model_ubj,
         model_bytes=len(model_ubj),
-        predict_ms_per_1k=predict_ms_per_1k(model, dvalid) if request.measure_latency and dvalid is not None else None,
+        # a sliced copy: `booster` itself would answer from its prediction cache of dvalid
+        predict_ms_per_1k=predict_ms_per_1k(booster[: best_iteration + 1], dvalid) if request.measure_latency and dvalid is not None else None,
         cores=int(cores),
         gpus=int(cores > 0 and device == "cuda"),
         device=device,

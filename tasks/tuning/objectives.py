@@ -105,8 +105,10 @@ def _limits(within: str | None, costs: list[str]) -> dict[str, float]:
             limit = float(value)
         except ValueError:
             limit = math.nan
+        if not costs:
+            raise TuneflowError(f"--within {within} limits objectives, but --objectives names none besides the metric.", "add e.g. --objectives auc,size_mb, or leave --within out.")
         if not sep or name not in costs or not math.isfinite(limit) or limit <= 0:
-            raise TuneflowError(f"Bad --within {within!r} at {part.strip()!r}.", fix)
+            raise TuneflowError(f"Bad --within {within!r}" + (f" at {part.strip()!r}" if part.strip() != within.strip() else "") + ".", fix)
         limits[name] = limit
     return limits
 

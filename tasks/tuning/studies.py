@@ -26,9 +26,17 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=None)
         except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
             raise TuneflowError(f"Cannot open study storage {url}: {str(exc).splitlines()[0]}.", "check that the database is running and the URL is right.") from exc
-    path = Path(url.split("://", 1)[-1])
+    path = Path(journal_path(url))
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def is_journal(url: str) -> bool:
+    return "://" not in url or url.startswith(("journal://", "file://"))
+
+
+def journal_path(url: str) -> str:
+    return url.split("://", 1)[-1]
 
 
 def space_hash(space: Any) -> str:

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState, create_trial
 
+from tasks.contracts import RunPlan
 from tasks.errors import TuneflowError
 from tasks.tuning.records import COPIED_ATTR, RESULT_ATTR, WARM_START_ATTR
+from tasks.tuning.studies import is_journal, journal_path, open_storage, space_hash
+
+if TYPE_CHECKING:
+    from tasks.tuning.choices import TuningPlan
 
 IDENTITY_ATTR = "tuneflow:identity"
 TOP_K = 5
@@ -39,6 +45,21 @@ class StudyIdentity:
     def matches(self, other: dict[str, Any]) -> bool:
         mine = asdict(self)
         return all(other.get(k) == mine[k] for k in _MATCH)
+
+
+def study_identity(plan: RunPlan, tuning: TuningPlan) -> StudyIdentity:
+    """What a run's study is about (the data version, the problem, the objectives and the space)."""
+    return StudyIdentity(plan.name, plan.fingerprint, plan.task, plan.metric, ",".join(tuning.objectives.names), space_hash(plan.space))
+
+
+def check_warm_start(storage_url: str, mode: str, identity: StudyIdentity) -> None:
+    """`--warm-start STUDY`: refuse a parent that is not there or not alike, before any work."""
+    if mode in ("auto", "off"):
+        return
+    if is_journal(storage_url) and not Path(journal_path(storage_url)).exists():  # no storage yet: no study either
+        raise TuneflowError(f"--warm-start study '{mode}' is not in the study storage {storage_url} (it does not exist yet).",
+                            "run a study first, or use --warm-start auto|off.")
+    check_parent(open_storage(storage_url), mode, identity)
 
 
 def stamp(study: optuna.Study, identity: StudyIdentity) -> None:
