@@ -165,7 +165,6 @@ def dashboard(
 ) -> None:
     """Open optuna-dashboard on the study storage (pip install 'tuneflow[dashboard]')."""
     import shutil
-    import subprocess
 
     from tasks.errors import TuneflowError
     from tasks.settings import get_settings
@@ -175,7 +174,9 @@ def dashboard(
     if not os.path.exists(exe):
         _fail(TuneflowError("optuna-dashboard is not installed.", "pip install 'tuneflow[dashboard]' (or: pip install optuna-dashboard)."))
     console.print(f"optuna-dashboard on {url}: http://{host}:{port}  (Ctrl-C stops it)")
-    raise typer.Exit(subprocess.call([exe, url, "--host", host, "--port", str(port)]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(exe, [exe, url, "--host", host, "--port", str(port)])  # becomes the dashboard: a signal to this process stops it
 
 
 def _choice(kind: type[E], value: str, option: str) -> E:

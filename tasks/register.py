@@ -1,21 +1,24 @@
 """Register the best trial's model in MLflow and move the `champion` alias only when it wins.
 
-MLflow 3 API only: model versions with aliases (`champion`, `challenger`), no stages; the model
-is logged with the xgboost flavor as UBJSON, never pickled.
+MLflow 3 API only: model versions with aliases (`champion`, `challenger`), no stages; nothing is
+pickled.
 
-Prediction: the registered model takes *encoded* features. Its signature is one double column
-per manifest feature, categorical columns holding their category code in the manifest's
-category order (NaN when missing or unknown). MLflow's xgboost pyfunc wrapper builds a plain
-`DMatrix(df)`, and its schema enforcement turns pandas `category` columns into strings, which
-XGBoost then rejects; raw strings cannot travel through a REST payload as `category` either.
-Encoded floats work in-process, in `mlflow models serve` and in JSON, and give exactly the
-training encoding. So:
+The registered model takes RAW rows. It is a pyfunc model logged from code (tasks/pyfunc_model.py,
+MLflow "models from code") with two artifacts: the booster in XGBoost's native UBJSON and the
+dataset manifest; its `predict` encodes the raw columns with the manifest (the training rule) and
+returns `Booster.predict`: binary -> probability of the positive class, multiclass -> class
+probabilities (n, k) in manifest["classes"] order, regression -> values. Its signature is the raw
+feature columns: strings for categoricals, doubles for numerics, missing values allowed (an
+unknown category scores as missing). So, in-process, in `mlflow models serve` and over REST:
 
+    mlflow.pyfunc.load_model("models:/churn@champion").predict(raw_df)
+    # or with the booster itself:
     booster = load_registered_booster("models:/churn@champion", tracking_uri)
     manifest = load_registered_manifest("models:/churn@champion", tracking_uri)
     proba = predict_frame(booster, raw_df, manifest)
-    # or, through pyfunc:
-    mlflow.pyfunc.load_model("models:/churn@champion").predict(encoded_features(raw_df, manifest))
+
+Versions registered before this (the xgboost flavor, encoded-feature input) still load with
+`load_registered_booster`.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
 import mlflow.xgboost  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xgboost as xgb  # noqa: E402
 from mlflow.entities.model_registry import ModelVersion  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models import ModelSignature  # noqa: E402
+from mlflow.models import Model, ModelSignature  # noqa: E402
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.types.schema import ColSpec, Schema, TensorSpec  # noqa: E402
@@ -59,6 +63,10 @@ from tasks.engine.resident import predict_matrix  # noqa: E402
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
+# The pyfunc model's code (models from code). Not imported here: it calls mlflow.models.set_model.
+MODEL_CODE = str(Path(__file__).resolve().with_name("pyfunc_model.py"))
+BOOSTER_KEY, MANIFEST_KEY = "booster", "manifest"  # its artifact keys: pyfunc_model.BOOSTER_ARTIFACT, MANIFEST_ARTIFACT
+BOOSTER_FILE = "model.ubj"  # the booster inside the model's artifacts/ (XGBoost's native UBJSON)
 MANIFEST_ARTIFACT = "dataset/manifest.json"
 VALIDATION_ARTIFACT = "validation/report.json"
 PLOTS_DIR = "plots"
@@ -132,7 +140,10 @@ def predict_frame(booster: xgb.Booster, df: pd.DataFrame, manifest: DatasetManif
 
 
 def load_registered_booster(model_uri: str, tracking_uri: str) -> xgb.Booster:
-    """The Booster behind a registered model URI ('models:/<name>@<alias>' or 'models:/<name>/<v>')."""
+    """The Booster behind a registered model URI ('models:/<name>@<alias>' or 'models:/<name>/<v>').
+
+    Reads the booster artifact of the raw-row pyfunc model, or the model of a version logged
+    earlier with the xgboost flavor."""
     # Resolved through an explicit client: MLflow 3.17 resolves a models:/ URI with the process-wide
     # registry URI and ignores the one passed in (a fresh process would look in ./mlflow.db).
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -140,8 +151,16 @@ def load_registered_booster(model_uri: str, tracking_uri: str) -> xgb.Booster:
     source = client.get_model_version_download_uri(version.name, version.version)
     with tempfile.TemporaryDirectory(prefix="tuneflow-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
-        model = mlflow.xgboost.load_model(local)
-    return model if isinstance(model, xgb.Booster) else model.get_booster()
+        flavors = Model.load(local).flavors
+        if "xgboost" in flavors:  # registered before the raw-row pyfunc model
+            model = mlflow.xgboost.load_model(local)
+            return model if isinstance(model, xgb.Booster) else model.get_booster()
+        artifacts = flavors.get("python_function", {}).get("artifacts", {})
+        if BOOSTER_KEY not in artifacts:
+            raise TuneflowError(f"{model_uri} holds no XGBoost booster.", "register it with tuneflow (tasks.register).")
+        booster = xgb.Booster()
+        booster.load_model(os.path.join(local, artifacts[BOOSTER_KEY]["path"]))
+        return booster
 
 
 def load_registered_manifest(model_uri: str, tracking_uri: str) -> dict[str, Any]:
@@ -240,13 +259,42 @@ def _encode(df: pd.DataFrame, manifest: DatasetManifest) -> np.ndarray:
     return encode_features(df, manifest["features"])
 
 
+def raw_example(df: pd.DataFrame, manifest: DatasetManifest) -> pd.DataFrame:
+    """Feature columns as the registered model takes them: categoricals as strings (None when
+    missing), numerics as float64 (NaN when missing); what MLflow stores as the input example."""
+    cols = {}
+    for feat in manifest["features"]:
+        col = df[feat["name"]]
+        if feat["kind"] == "categorical":
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):  # codes
+                codes = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                cats = feat["categories"]
+                col = pd.Series([cats[int(c)] if 0 <= c < len(cats) else None for c in codes], index=df.index, dtype=object)
+            else:
+                col = col.astype("string").astype(object).where(col.notna(), None)
+        else:
+            col = pd.Series(col.to_numpy(dtype=np.float64, na_value=np.nan), index=df.index)
+        cols[feat["name"]] = col
+    return pd.DataFrame(cols, index=df.index)
+
+
+def _missing_row(manifest: DatasetManifest) -> pd.DataFrame:
+    return pd.DataFrame({f["name"]: pd.Series([None], dtype=object if f["kind"] == "categorical" else np.float64) for f in manifest["features"]})
+
+
 def _signature(booster: xgb.Booster, manifest: dict[str, Any], example: pd.DataFrame | None) -> ModelSignature:
-    """Double columns (float32 and float64 both pass MLflow's enforcement) and the booster's output."""
-    names = [f["name"] for f in manifest["features"]]
-    inputs = Schema([ColSpec("double", name) for name in names])
-    probe = example if example is not None else pd.DataFrame(np.full((1, len(names)), np.nan, np.float32), columns=names)
-    out = booster.predict(xgb.DMatrix(probe.to_numpy(np.float32), feature_names=names, feature_types=booster.feature_types, enable_categorical=True))
+    """Raw columns (string categoricals, double numerics, all optional) and the booster's output."""
+    features = manifest["features"]
+    inputs = Schema([ColSpec("string" if f["kind"] == "categorical" else "double", f["name"], required=False) for f in features])
+    out = predict_frame(booster, example if example is not None else _missing_row(manifest), manifest)
     return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(out.dtype, (-1, *out.shape[1:]))]))
+
+
+def _pip_requirements() -> list[str]:
+    """What the model's code imports, pinned to the versions that logged it."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "xgboost", "pandas", "numpy")]
 
 
 def _metric_key(prefix: str, metric: str) -> str:
@@ -299,7 +347,8 @@ def _log_and_register(
 ) -> ModelVersion:
     """One MLflow run holding params, metrics, data lineage, plots and the model; one new version."""
     booster = xgb.Booster(model_file=bytearray(model_ubj))
-    example = encoded_features(input_example.head(5), manifest) if input_example is not None else None
+    # Raw rows; without any, one row with every feature missing (still a valid request to show).
+    example = raw_example(input_example.head(5) if input_example is not None else _missing_row(manifest), manifest)
     tags = {
         TAG_TRIAL_KEY: key,
         TAG_FINGERPRINT: manifest["fingerprint"],
@@ -328,20 +377,27 @@ def _log_and_register(
         for file_name, html in (plots or {}).items():
             base = posixpath.basename(file_name.replace("\\", "/"))  # no writing outside plots/
             mlflow.log_text(html, f"{PLOTS_DIR}/{base if base.endswith('.html') else base + '.html'}")
-        info = mlflow.xgboost.log_model(
-            booster,
-            name=MODEL_ARTIFACT,
-            model_format="ubj",
-            signature=_signature(booster, manifest, example),
-            input_example=example,
-            # Pinned explicitly: inferring requirements reloads the model in a subprocess (seconds).
-            pip_requirements=mlflow.xgboost.get_default_pip_requirements(),
-            metadata={
-                "tuneflow_input": "encoded features: categorical columns hold codes in the listed category order, NaN when missing",
-                "tuneflow_features": manifest["features"],
-                "tuneflow_data_fingerprint": manifest["fingerprint"],
-            },
-        )
+        with tempfile.TemporaryDirectory(prefix="tuneflow-log-") as tmp:
+            booster_path = os.path.join(tmp, BOOSTER_FILE)
+            with open(booster_path, "wb") as f:
+                f.write(model_ubj)
+            manifest_path = os.path.join(tmp, "manifest.json")
+            with open(manifest_path, "w", encoding="utf-8") as f:
+                json.dump(manifest, f)
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=MODEL_CODE,  # models from code: the file is copied, nothing pickled
+                artifacts={BOOSTER_KEY: booster_path, MANIFEST_KEY: manifest_path},
+                signature=_signature(booster, manifest, example),
+                input_example=example,
+                # Pinned explicitly: inferring requirements reloads the model in a subprocess (seconds).
+                pip_requirements=_pip_requirements(),
+                metadata={
+                    "tuneflow_input": "raw feature rows: categorical columns as strings, numerics as numbers, missing allowed",
+                    "tuneflow_features": manifest["features"],
+                    "tuneflow_data_fingerprint": manifest["fingerprint"],
+                },
+            )
         # register_model (not log_model's registered_model_name) so the trial-key tag lands in the
         # same transaction as the version: a retry can always find what an earlier try created.
         version = mlflow.register_model(

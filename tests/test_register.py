@@ -100,11 +100,11 @@ def test_first_registration_becomes_champion_and_predicts(world):
     assert auc(world["y_test"], proba) == pytest.approx(r["test_value"], abs=1e-6)
     assert evaluator(world)(bytes(booster.save_raw("ubj"))) == pytest.approx(r["test_value"])
 
-    # Same predictions from raw strings, and from MLflow's own pyfunc on the encoded frame.
+    # Same predictions from raw strings, and from the registered pyfunc model on raw rows.
     raw = world["X_test"].astype({c: "object" for c in ("region", "plan", "device")})
     np.testing.assert_array_equal(register.predict_frame(booster, raw, manifest), proba)
     pyfunc = mlflow.pyfunc.load_model("models:/first@champion")
-    np.testing.assert_allclose(pyfunc.predict(register.encoded_features(world["X_test"], manifest)), proba, rtol=1e-6)
+    np.testing.assert_allclose(pyfunc.predict(raw), proba, rtol=1e-6)
 
     c = client(world)
     run = c.get_run(r["run_id"])
@@ -116,8 +116,9 @@ def test_first_registration_becomes_champion_and_predicts(world):
     artifacts = {a.path for d in ("dataset", "validation", "plots") for a in c.list_artifacts(r["run_id"], d)}
     assert artifacts == {"dataset/manifest.json", "validation/report.json", "plots/optimization_history.html"}
     model_dir = Path(mlflow.artifacts.download_artifacts("models:/first/1", tracking_uri=world["tracking_uri"], registry_uri=world["tracking_uri"]))
-    names = {p.name for p in model_dir.iterdir()}
-    assert "model.ubj" in names and not any(n.endswith((".pkl", ".pickle")) for n in names)
+    names = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
+    assert {"artifacts/model.ubj", "artifacts/manifest.json", "pyfunc_model.py"} <= names  # booster, manifest, code
+    assert not any(n.endswith((".pkl", ".pickle")) for n in names)
     version = c.get_model_version("first", "1")
     assert version.tags["tuneflow.trial_key"] == register.trial_key("study-1", 0, world["manifest"]["fingerprint"])
     assert version.tags["tuneflow.data_fingerprint"] == world["manifest"]["fingerprint"]
