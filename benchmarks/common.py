@@ -367,6 +367,23 @@ def versions(*names: str) -> dict[str, str]:
     return out
 
 
+def save_figure(fig: Any, axes: list[Any], path: Path, *, legend_inches: float, dpi: int) -> Path:
+    """One legend for every panel, outside them (the curves stay visible); written atomically."""
+    import matplotlib.pyplot as plt
+
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - legend_inches / fig.get_figwidth(), 1))
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     if not rows:
         return "(no rows)\n"

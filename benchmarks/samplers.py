@@ -466,17 +466,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         ax_n.set_title(f"{ds} ({result['datasets'][ds]['rows']:,} rows): median over {len(p['seeds'])} seed(s)")
         ax_n.set_xlabel("finished trials")
         ax_t.set_xlabel("wall time from run_study's start (s, log scale)")
-    legend: dict[str, Any] = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 2.9 / fig.get_figwidth(), 1))
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return common.save_figure(fig, list(axes.flat), path, legend_inches=2.9, dpi=110)
 
 
 def write(result: dict[str, Any], a: argparse.Namespace) -> tuple[Path, Path, Path | None]:

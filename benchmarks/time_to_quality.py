@@ -674,17 +674,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         ax.set_xlabel("wall time from tune start (s)")
         ax.set_ylabel("best-so-far validation AUC")
         ax.grid(alpha=0.3)
-    legend: dict[str, Any] = {}  # one legend for every panel, outside them: the curves stay visible
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return common.save_figure(fig, list(axes[0]), path, legend_inches=2.4, dpi=120)
 
 
 def write(result: dict[str, Any], a: argparse.Namespace) -> tuple[Path, Path, Path | None]:

@@ -21,6 +21,17 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+# The validation profile of make_csv's churn frame (its categories and classes), for shard_csv.
+CHURN_PROFILE = {
+    "categories": {
+        "region": ["north", "south", "east", "west", "central"],
+        "plan": ["free", "basic", "pro", "enterprise"],
+        "device": ["android", "ios", "web", "desktop"],
+    },
+    "classes": {"0": 1, "1": 1},
+}
+
+
 def make_csv(path: Path, rows: int, seed: int = 7) -> Path:
     """A churn CSV from the project's own generator."""
     from tasks.data.sample import make_churn

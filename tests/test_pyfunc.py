@@ -26,16 +26,8 @@ from tasks.contracts import trial_request
 from tasks.engine import resident
 from tasks.engine.encoding import encode_features
 from tasks.engine.shards import load_split_frame
-from tests.conftest import make_csv, shard_csv
+from tests.conftest import CHURN_PROFILE, make_csv, shard_csv
 
-PROFILE = {
-    "categories": {
-        "region": ["north", "south", "east", "west", "central"],
-        "plan": ["free", "basic", "pro", "enterprise"],
-        "device": ["android", "ios", "web", "desktop"],
-    },
-    "classes": {"0": 1, "1": 1},
-}
 CATEGORICAL = ("region", "plan", "device")
 NAME = "raw-rows"
 
@@ -45,7 +37,7 @@ def world(tmp_path_factory):
     """A model trained on a 2000-row churn sample, registered (version 1, champion) in a SQLite MLflow."""
     tmp = tmp_path_factory.mktemp("pyfunc")
     csv = make_csv(tmp / "churn.csv", 2000, seed=11)
-    manifest = shard_csv(csv, "churned", "binary", PROFILE, str(tmp / "store"), name="churn", row_key="customer_id")
+    manifest = shard_csv(csv, "churned", "binary", CHURN_PROFILE, str(tmp / "store"), name="churn", row_key="customer_id")
     params = {"max_depth": 4, "eta": 0.2}
     request = trial_request(
         manifest, {"objective": "binary:logistic", "eval_metric": "auc", **params}, device="cpu", nthread=2,

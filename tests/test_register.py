@@ -20,16 +20,8 @@ from tasks.engine import resident
 from tasks.engine.encoding import to_matrix
 from tasks.engine.shards import load_split_frame
 from tasks.errors import TuneflowError
-from tests.conftest import make_csv, shard_csv
+from tests.conftest import CHURN_PROFILE, make_csv, shard_csv
 
-PROFILE = {
-    "categories": {
-        "region": ["north", "south", "east", "west", "central"],
-        "plan": ["free", "basic", "pro", "enterprise"],
-        "device": ["android", "ios", "web", "desktop"],
-    },
-    "classes": {"0": 1, "1": 1},
-}
 GOOD = {"max_depth": 4, "eta": 0.1}
 BAD = {"max_depth": 1, "eta": 0.1}
 
@@ -39,7 +31,7 @@ def world(tmp_path_factory):
     """Shards of a 5000-row churn sample, a good and a bad model, and one SQLite MLflow."""
     tmp = tmp_path_factory.mktemp("register")
     csv = make_csv(tmp / "churn.csv", 5000, seed=7)
-    manifest = shard_csv(csv, "churned", "binary", PROFILE, str(tmp / "store"), name="churn", row_key="customer_id")
+    manifest = shard_csv(csv, "churned", "binary", CHURN_PROFILE, str(tmp / "store"), name="churn", row_key="customer_id")
 
     def train(params: dict, rounds: int) -> dict:
         request = trial_request(
