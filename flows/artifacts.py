@@ -30,6 +30,7 @@ def key_for(base: str, dataset: str) -> str:
 
 
 DASHBOARD_KEY = "dask-dashboard"
+STUDY_REPORT_KEY = "study-report"
 
 
 def publish_dashboard_link(link: str | None, dataset: str) -> None:
@@ -38,6 +39,15 @@ def publish_dashboard_link(link: str | None, dataset: str) -> None:
         return
     get_run_logger().info("Dask dashboard: %s", link)
     create_link_artifact(link, link_text="Dask dashboard (live while the run lasts)", key=key_for(DASHBOARD_KEY, dataset))
+
+
+def publish_study_report(uri: str, dataset: str) -> None:
+    """A link to the study's HTML report (a file:// link for a local store)."""
+    import os
+    from pathlib import Path
+
+    link = uri if "://" in uri else Path(os.path.abspath(uri)).as_uri()
+    create_link_artifact(link, link_text="Study report (HTML)", key=key_for(STUDY_REPORT_KEY, dataset))
 
 
 def publish_validation_report(markdown: str, dataset: str, fingerprint: str) -> None:
@@ -99,6 +109,7 @@ def summary_markdown(result: RunResult) -> str:
         f"- sampler: {result['sampler']} ({result['sampler_reason']}); stopped by {result['stopped_by']}; {result['cost_hours']:.4f} core-hours held, {result['cpu_hours']:.4f} CPU-hours used"
         + (f", {result['gpu_hours']:.4f} GPU-hours" if result["gpu_hours"] else ""),
         *([f"- warm start: {w['trials']} trials {w['mode']} from `{w['from']}`"] if (w := result["warm_start"]) else []),
+        *([f"- study report: `{u}` (also the MLflow run's `report/study_report.html`)"] if (u := result.get("report_html_uri")) else []),
         "",
         "| parameter | value |",
         "| --- | --- |",

@@ -76,6 +76,7 @@ def run(
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop once the trials used this many core-hours (GPU-hours on CUDA)."),
     warm_start: str = typer.Option(WarmStart.AUTO.value, "--warm-start", help="auto (seed a new study from the latest earlier one on this dataset) | off | STUDY_NAME."),
     sample: Optional[str] = typer.Option(None, "--sample", help="Smoke run on a deterministic subset: a fraction (0.1, 10%) or a row count (50000)."),
+    dataset_name: Optional[str] = typer.Option(None, "--dataset-name", help="Name the dataset (its model is tuneflow-NAME) instead of the data path's last part."),
 ) -> None:
     """Tune XGBoost on DATA for TARGET and register the best model."""
     from tasks.errors import TuneflowError
@@ -89,7 +90,7 @@ def run(
         chosen_sampler = _choice(Sampler, sampler, "--sampler")
         choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
         # Checked here, before the temporary Prefect server starts; the flow reuses this plan.
-        plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample)
+        plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample, dataset_name=dataset_name)
         tuning = plan_tuning(
             plan, choices, n_trials=n_trials, sampler=chosen_sampler, objectives=objectives, within=within, stop_at=stop_at,
             patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
@@ -123,6 +124,7 @@ def run(
                 strategy=choices.strategy, pruner=None if pruner is None else choices.pruner, fidelity=choices.fidelity,
                 schedule=choices.schedule, population=population, sampler=chosen_sampler, objectives=objectives, within=within,
                 stop_at=stop_at, patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start, sample=sample,
+                dataset_name=dataset_name,
             )
     except TuneflowError as exc:  # DataValidationError included
         _fail(exc)
@@ -150,11 +152,76 @@ def run(
     out.print(f"study: {result['study_name']} in {result['storage']}")
     out.print(f"data:  {result['manifest_uri']}  rows {result['rows']}")
     out.print(f"report: {result['report_uri']}")
+    if result.get("report_html_uri"):
+        out.print(f"study report: {result['report_html_uri']}  (best so far, curves, importances, resources; also in the MLflow run)")
     out.print(f"MLflow UI:  mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")
     out.print("Prefect UI: prefect server start   (then open http://127.0.0.1:4200)")
     if result["sample"]:
         out.print(f"[bold]This was a smoke run on a sample ({result['sample']}).[/] Run the full data with the same command without --sample;"
                   " its study warm-starts from this one.")
+
+
+@app.command()
+def watch(
+    zones: str = typer.Option(..., "--zones", help="Landing zones YAML (name, uri, target, marker, settle_seconds, parameters)."),
+    interval: float = typer.Option(30.0, "--interval", help="Seconds between looks."),
+    once: bool = typer.Option(False, "--once", help="Look once and exit (for cron, or a scheduled deployment's job)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Where the sensor keeps what it has emitted (default: the run store)."),
+) -> None:
+    """Watch landing zones and emit tuneflow.data.landed once per complete arrival (needs PREFECT_API_URL)."""
+    import time
+
+    from flows.landing import look_once
+    from tasks.arrival.zones import load_zones
+    from tasks.errors import TuneflowError
+
+    try:
+        the_zones = load_zones(zones)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise TuneflowError("PREFECT_API_URL is not set, so the landed events would go nowhere.",
+                                "point it at your Prefect server, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api.")
+        if interval <= 0:
+            raise TuneflowError(f"Bad --interval {interval}.", "give a number of seconds > 0.")
+        while True:
+            for zone, check in look_once(the_zones, os.path.abspath(zones), store):
+                console.print(escape(f"{time.strftime('%H:%M:%S')} zone {zone.name}: {check.status}"
+                                     + (f" -> event {check.arrival.event_id}" if check.arrival else "")))
+            if once:
+                return
+            time.sleep(interval)
+    except TuneflowError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command()
+def relay(
+    zones: str = typer.Option(..., "--zones", help="Landing zones YAML, as for `tuneflow watch`."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8790, "--port"),
+    store: Optional[str] = typer.Option(None, "--store", help="Where the sensor keeps what it has emitted (default: the run store)."),
+) -> None:
+    """Receive S3/MinIO bucket notifications over HTTP and emit landed events for the zones they touch."""
+    from flows.relay import Relay, serve, token_from_env
+    from tasks.arrival.zones import load_zones
+    from tasks.errors import TuneflowError
+
+    try:
+        the_zones = load_zones(zones)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise TuneflowError("PREFECT_API_URL is not set, so the landed events would go nowhere.",
+                                "point it at your Prefect server, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api.")
+        server = serve(Relay(the_zones, os.path.abspath(zones), store, log=lambda m: console.print(escape(m))), host, port, token_from_env())
+    except TuneflowError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(TuneflowError(f"Cannot listen on {host}:{port}: {exc.strerror}.", "pick a free --port."))
+    console.print(f"relay listening on http://{host}:{port}/ for {len(the_zones)} zone(s)" + (" (token required)" if token_from_env() else ""))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
 
 
 @app.command()
@@ -177,6 +244,113 @@ def dashboard(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(exe, [exe, url, "--host", host, "--port", str(port)])  # becomes the dashboard: a signal to this process stops it
+
+
+@app.command()
+def predict(
+    model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model."),
+    data: str = typer.Option(..., "--data", help="CSV/Parquet file, glob or folder/prefix to score (local, file:// or s3://)."),
+    out: str = typer.Option(..., "--out", help="Folder/prefix for Parquet part files, or one CSV file when it ends with .csv."),
+    dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Dask scheduler (tcp://HOST:8786); default: a LocalCluster."),
+    blocksize: str = typer.Option("64MB", "--blocksize", help="Input bytes per partition (bounds each worker's memory)."),
+    keep: Optional[str] = typer.Option(None, "--keep", help="Comma-separated columns to copy to the output (default: the model's row key, if present)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    """Score DATA with a registered model, partition by partition on Dask, into OUT."""
+    from tasks.errors import TuneflowError
+
+    try:
+        from tasks import predict as scoring
+        from tasks.engine.cluster import dask_client
+        from tasks.settings import get_settings
+
+        settings = get_settings()
+        scoring.parse_blocksize(blocksize)
+        scoring.check_out(out, overwrite)
+        scoring_model = scoring.load_scoring_model(model, settings.resolved_tracking_uri())
+        job = scoring.prepare(
+            scoring_model, data, out, blocksize=blocksize, keep=[c.strip() for c in keep.split(",") if c.strip()] if keep else None, overwrite=overwrite,
+        )
+        address = dask_address or settings.dask_address
+        display = Progress(TextColumn("[bold]scoring partitions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        bar = display.add_task("", total=None)
+        with dask_client(address, os.cpu_count() or 1, "cpu") as client, display:
+            if not address:
+                scoring.quiet_cluster_logs()
+                client.run(scoring.quiet_cluster_logs)
+            result = scoring.score(
+                job, client=client, nthread=scoring.local_nthread(client, address),
+                on_progress=lambda done, total: display.update(bar, completed=done, total=total),
+            )
+    except TuneflowError as exc:
+        _fail(exc)
+    Console(soft_wrap=True).print(escape(
+        f"Scored {result.rows} rows with {result.model} in {result.seconds:.1f} s: {result.parts} partition{'s' if result.parts != 1 else ''} -> {result.out} "
+        f"(columns: {', '.join(result.columns)})"
+    ))
+
+
+@app.command()
+def report(
+    study: str = typer.Option(..., "--study", help="The study's name (`tuneflow run` prints it)."),
+    out: Optional[str] = typer.Option(None, "--out", help="HTML file to write (default: <store>/reports/<study>.html)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage (default: the one `tuneflow run` uses)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Object store root whose reports/<study>.json fills the header (default: tuneflow run's)."),
+) -> None:
+    """Draw the study's static HTML report again (best so far, curves, rungs, importances, resources)."""
+    from tasks import objectstore
+    from tasks.errors import TuneflowError
+    from tasks.reporting.study_report import render_study_report
+    from tasks.settings import resolve_locations
+
+    try:
+        where = resolve_locations(store, storage)
+        the_study = _load_study(study, where.study_storage)
+        json_uri = objectstore.join(where.store, "reports", f"{study}.json")
+        result = objectstore.read_json(json_uri, where.store_options) if objectstore.exists(json_uri, where.store_options) else None
+        target = out or objectstore.join(where.store, "reports", f"{study}.html")
+        objectstore.write_bytes_atomic(target, render_study_report(the_study, result).encode("utf-8"), objectstore.storage_options_for(target))
+    except TuneflowError as exc:
+        _fail(exc)
+    Console(soft_wrap=True).print(f"study report: {target}")
+
+
+@app.command()
+def tensorboard(
+    study: str = typer.Option(..., "--study", help="The study's name (`tuneflow run` prints it)."),
+    out: str = typer.Option(..., "--out", help="Folder for the event files, one sub-folder per trial (then: tensorboard --logdir OUT)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage (default: the one `tuneflow run` uses)."),
+    top: Optional[int] = typer.Option(None, "--top", help="Only the best N trials (default: every complete trial that kept a curve)."),
+) -> None:
+    """Write the study's per-round learning curves and hyperparameters as TensorBoard event files."""
+    from tasks.errors import TuneflowError
+    from tasks.reporting.exports import write_tensorboard
+    from tasks.settings import resolve_locations
+
+    try:
+        folders = write_tensorboard(_load_study(study, resolve_locations(None, storage).study_storage), out, top_k=top)
+    except TuneflowError as exc:
+        _fail(exc)
+    if not folders:
+        _fail(TuneflowError(f"No complete trial of study {study} kept a learning curve.", "run the study with this version of tuneflow (PBT members keep none)."))
+    Console(soft_wrap=True).print(f"{len(folders)} trial(s) written to {out}; open them with: tensorboard --logdir {out}")
+
+
+def _load_study(name: str, storage_url: str):
+    """An existing study, or one clear error (a journal file that is not there is not created)."""
+    from pathlib import Path
+
+    import optuna
+
+    from tasks.errors import TuneflowError
+    from tasks.tuning.studies import is_journal, journal_path, open_storage
+
+    if is_journal(storage_url) and not Path(journal_path(storage_url)).exists():
+        raise TuneflowError(f"No study storage at {storage_url}.", "pass --storage with the URL `tuneflow run` printed.")
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage_url))
+    except KeyError:
+        raise TuneflowError(f"No study named {name!r} in {storage_url}.", "pass --study with the name `tuneflow run` printed (study: ...).") from None
 
 
 def _choice(kind: type[E], value: str, option: str) -> E:

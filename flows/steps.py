@@ -80,7 +80,8 @@ def trial_task(number: int, request: TrialRequest, trainer: Trainer, model_uri: 
     if request.checkpoint_uri and result.checkpoint_ubj is not None:  # the next rung or segment continues from it
         objectstore.write_bytes_atomic(request.checkpoint_uri, result.checkpoint_ubj, request.storage_options)
     objectstore.write_bytes_atomic(model_uri, result.model_ubj, request.storage_options)
-    return {"value": result.value, **result.summary(), "model_uri": model_uri, "checkpoint_uri": request.checkpoint_uri, "attempt": task_run_runtime.run_count}
+    return {"value": result.value, **result.summary(), "model_uri": model_uri, "checkpoint_uri": request.checkpoint_uri, "attempt": task_run_runtime.run_count,
+            "history": list(result.history)}  # the per-round valid metric: the trial's learning curve (tasks/tuning/curves.py)
 
 
 @task(name="register", cache_policy=NO_CACHE, **RETRY)
@@ -99,6 +100,28 @@ def register_task(best: dict[str, Any], manifest: DatasetManifest, metric: str, 
         model_name=model_name, tracking_uri=where.tracking_uri, artifact_root=where.artifact_root,
         validation_report=report, plots=plots, schedule=best.get("schedule"), run_tags=flow_run_tags(), run_metrics=best.get("metrics"),
     )
+
+
+@task(name="report", cache_policy=NO_CACHE, **RETRY)
+def report_task(study: Any, result: dict, where: RunLocations) -> str | None:
+    """Write the study's HTML report to `result["report_html_uri"]` and log it, with the best trials'
+    per-round curves as step metrics, to the registered model's MLflow run. A report that cannot be
+    drawn is a warning, not a failed run: the model is registered by now."""
+    from prefect import get_run_logger
+
+    from tasks.reporting import exports, study_report
+
+    log = get_run_logger()
+    try:
+        html = study_report.render_study_report(study, result)
+    except Exception as exc:
+        log.warning("study report not drawn: %s: %s", type(exc).__name__, str(exc)[:300])
+        return None
+    uri = result["report_html_uri"]
+    objectstore.write_bytes_atomic(uri, html.encode("utf-8"), where.store_options)
+    logged = exports.log_to_mlflow(where.tracking_uri, result["registered"]["run_id"], html, study, result["metric"], include=result["best_trial"])
+    log.info("study report: %s (%.1f MB); learning curves in MLflow: %s", uri, len(html) / 1e6, ", ".join(logged) or "already there")
+    return uri
 
 
 def flow_run_tags() -> dict[str, str]:

@@ -74,11 +74,12 @@ def tune_xgboost(
     max_cost: float | None = None,
     warm_start: str = WarmStart.AUTO,
     sample: str | None = None,
+    dataset_name: str | None = None,
 ) -> RunResult:
     """Validate, shard, tune and register an XGBoost model for `target` in `data`."""
     log = get_run_logger()
     choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
-    plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample)
+    plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample, dataset_name=dataset_name)
     tuning = plan_tuning(
         plan, choices, n_trials=n_trials, sampler=sampler, objectives=objectives, within=within, stop_at=stop_at,
         patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
@@ -166,7 +167,12 @@ def tune_xgboost(
         warm_start=warm, sample=plan.sample, slot_utilisation=outcome.slot_utilisation, recovered_trials=outcome.recovered, placement=chosen.value, best_trial=best["number"],
         best_value=best["value"], best_params=best["params"], registered=registered, tune_seconds=round(outcome.seconds, 2),
         report_uri=objectstore.join(where.store, "reports", f"{the_study.study_name}.json"),
+        report_html_uri=objectstore.join(where.store, "reports", f"{the_study.study_name}.html"),
     )
+    # the study report next to the JSON one, and in the registered MLflow run with the best trials' learning curves
+    result["report_html_uri"] = steps.report_task(the_study, result, where)
+    if result["report_html_uri"]:
+        artifacts.publish_study_report(result["report_html_uri"], plan.name)
     objectstore.write_json_atomic(result["report_uri"], result, where.store_options)
     artifacts.publish_summary(result)
     return result

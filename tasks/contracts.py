@@ -293,3 +293,4 @@ class RunResult(TypedDict):
     registered: RegisteredModel
     tune_seconds: float
     report_uri: str
+    report_html_uri: str | None  # <store>/reports/<study>.html, the study report (None when it could not be drawn)

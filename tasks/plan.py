@@ -8,6 +8,7 @@ from tasks import objectstore
 from tasks.contracts import RunPlan
 from tasks.data import inputs, shard, subset
 from tasks.errors import TuneflowError
+from tasks.names import check_name
 from tasks.problem import check_task, resolve_metric
 from tasks.tuning import search_space
 from tasks.validation import load_expectations
@@ -32,13 +33,15 @@ def plan_run(
     parallelism: int,
     enqueue: str | None = None,
     sample: str | None = None,
+    dataset_name: str | None = None,
 ) -> RunPlan:
     """Cheap checks (arguments, files, header, target column) so bad input fails in seconds.
 
     `sample` (--sample FRACTION|ROWS) is checked and normalised here; the plan's fingerprint is
-    the sample's own dataset version (unchanged when it is None)."""
+    the sample's own dataset version (unchanged when it is None). `dataset_name` names the dataset
+    (and so its model and its studies' lineage) instead of the data path's last part."""
     global _last
-    key = (data, target, str(task), metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample)
+    key = (data, target, str(task), metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample, dataset_name)
     if _last is not None and _last[0] == key and inputs.expand_inputs(data, _last[1].data_options) == _last[1].files:
         return _last[1]
     plan = _plan(*key)
@@ -49,8 +52,11 @@ def plan_run(
 def _plan(
     data: str, target: str, task: str, metric: str | None, space: str | None, expectations: str | None, seed: int,
     row_key: str | None, n_trials: int | None, timeout: float | None, parallelism: int, enqueue: str | None, sample: str | None,
+    dataset_name: str | None,
 ) -> RunPlan:
     check_task(task)
+    if dataset_name is not None:
+        check_name(dataset_name, "--dataset-name")
     sample = subset.normalise_sample(sample)
     metric, direction = resolve_metric(task, metric)
     if n_trials is None and timeout is None:
@@ -77,6 +83,6 @@ def _plan(
         raise TuneflowError("The row key cannot be the target.", "pass an identifier column as --row-key.")
     fp = shard.fingerprint(files, schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key, sample=sample)
     return RunPlan(
-        data, target, task, metric, direction, space_def, user_expectations, files, schema, shard.dataset_name(data), fp, data_options, configs,
+        data, target, task, metric, direction, space_def, user_expectations, files, schema, dataset_name or shard.dataset_name(data), fp, data_options, configs,
         sample=sample,
     )

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str | None = None
     dask_address: str | None = None
     s3_endpoint_url: str | None = None  # for MinIO, moto or any S3 API; AWS_ENDPOINT_URL also works
+    # Credentials are never run parameters: they come from the environment (AWS_*, PGPASSWORD,
+    # MLFLOW_TRACKING_PASSWORD) or from the Prefect blocks named here ("secret/NAME" or "NAME" for a
+    # Secret block, "aws-credentials/NAME" with prefect-aws), exported by apply_credentials().
+    s3_credentials_block: str | None = None  # Secret {"aws_access_key_id", "aws_secret_access_key"[, "aws_session_token"]}
+    storage_password_block: str | None = None  # Secret: the PostgreSQL password (libpq's PGPASSWORD) of `storage`
+    mlflow_password_block: str | None = None  # Secret: an MLflow server's basic-auth password (MLFLOW_TRACKING_PASSWORD)
 
     def resolved_store(self) -> str:
         return self.store or str((self.home / "store").resolve())
@@ -42,9 +48,108 @@ class Settings(BaseSettings):
     def resolved_s3_endpoint(self) -> str | None:
         return self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
 
+    def apply_credentials(self) -> list[str]:
+        """Export the credentials of the blocks named by the *_block settings into this process's
+        environment, where s3fs, boto3 (MLflow), libpq (Optuna, MLflow) and the Dask workers of a
+        LocalCluster read them. Never into storage options, URLs or reports: those get logged,
+        persisted (Prefect's result-storage block) or shipped to workers. A named block wins over
+        the ambient variables. Each block is loaded once per process; returns the variables set."""
+        exported: list[str] = []
+        for setting, block in (("s3_credentials_block", self.s3_credentials_block),
+                               ("storage_password_block", self.storage_password_block),
+                               ("mlflow_password_block", self.mlflow_password_block)):
+            if block:
+                values = _LOADED_BLOCKS.get((setting, block))
+                if values is None:
+                    values = _LOADED_BLOCKS[(setting, block)] = _credentials_from_block(setting, block)
+                for var, value in values.items():
+                    if value is None:
+                        os.environ.pop(var, None)  # e.g. a stale AWS_SESSION_TOKEN beside other keys
+                    else:
+                        os.environ[var] = value
+                        exported.append(var)
+        if exported:
+            import logging
+
+            logging.getLogger("tuneflow.settings").info("credentials from Prefect blocks: %s", ", ".join(sorted(exported)))
+        return exported
+
+
+# (setting, block name) -> {environment variable: value or None to unset}; one load per process
+_LOADED_BLOCKS: dict[tuple[str, str], dict[str, str | None]] = {}
+
+
+def _credentials_from_block(setting: str, address: str) -> dict[str, str | None]:
+    """Load the block `address` and map its values to environment variables (names, never values,
+    in errors)."""
+    from tasks.errors import TuneflowError
+
+    var = f"TUNEFLOW_{setting.upper()}"
+    slug, _, name = address.rpartition("/")
+    slug = slug or "secret"
+    try:
+        if slug == "secret":
+            from prefect.blocks.system import Secret
+
+            block: Any = Secret.load(name, _sync=True)
+        else:
+            from prefect.blocks.core import Block
+
+            block = Block.load(f"{slug}/{name}", _sync=True)
+    except Exception as exc:  # no API, no such block, an unregistered block type
+        # a validation error would quote the stored (secret) value: its type name only
+        why = type(exc).__name__ if "Validation" in type(exc).__name__ else f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise TuneflowError(
+            f"{var}={address}: the Prefect block could not be loaded ({why}).",
+            f"create it on the Prefect API this process uses (README, 'Credentials from Prefect blocks') or unset {var}.",
+        ) from None
+
+    def plain(value: Any) -> str | None:
+        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        return None if value in (None, "") else str(value)
+
+    if setting == "s3_credentials_block":
+        if hasattr(block, "aws_access_key_id"):  # prefect-aws AwsCredentials (untested here: not installed)
+            values = {k: getattr(block, k, None) for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token", "region_name")}
+        else:
+            values = _raw(block)
+            if isinstance(values, str):
+                import json
+
+                try:
+                    values = json.loads(values)
+                except ValueError:
+                    values = None
+            if not isinstance(values, dict):
+                raise TuneflowError(f"{var}={address}: the block holds no JSON object.",
+                                    'store {"aws_access_key_id": ..., "aws_secret_access_key": ...} in the Secret block.')
+        missing = [k for k in ("aws_access_key_id", "aws_secret_access_key") if not plain(values.get(k))]
+        if missing:
+            raise TuneflowError(f"{var}={address}: the block has no {', '.join(missing)}.",
+                                'store {"aws_access_key_id": ..., "aws_secret_access_key": ...} in the Secret block.')
+        out = {"AWS_ACCESS_KEY_ID": plain(values["aws_access_key_id"]), "AWS_SECRET_ACCESS_KEY": plain(values["aws_secret_access_key"]),
+               "AWS_SESSION_TOKEN": plain(values.get("aws_session_token"))}
+        if plain(values.get("region_name")):
+            out["AWS_DEFAULT_REGION"] = plain(values["region_name"])
+        return out
+    value = _raw(block)
+    password = plain(value.get("password") if isinstance(value, dict) else value)
+    if not password:
+        raise TuneflowError(f"{var}={address}: the block holds no password.", "store the password (a string) in the Secret block.")
+    return {"PGPASSWORD" if setting == "storage_password_block" else "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def _raw(block: Any) -> Any:
+    """A Secret block's stored value as saved (a str or a dict), not Secret.get()'s JSON guess,
+    which would turn a password such as "123" or "null" into a number or None."""
+    value = getattr(block, "value", None)
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
 
 def get_settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    settings.apply_credentials()  # before anything opens S3, PostgreSQL or MLflow
+    return settings
 
 
 @dataclass(frozen=True)

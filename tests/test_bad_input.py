@@ -130,6 +130,7 @@ def test_one_class_target_fails_validation(home: Path, tmp_path: Path) -> None:
         (("--strategy", "pbt", "--patience", "3"), ("apply to --strategy search",)),
         (("--sample", "1.5"), ("--sample",)),
         (("--sample", "abc"), ("--sample",)),
+        (("--dataset-name", "../Churn"), ("Bad --dataset-name '../Churn'", "lower-case letters")),
     ],
 )
 def test_bad_tuning_settings_are_refused_before_any_work(good_csv: Path, home: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:

@@ -157,7 +157,9 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
     _sh([prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"], env)
 
     with _client(env) as client:
-        deps = {name: client.read_deployment_by_name(f"{FLOW}/{name}") for name in ("adhoc", "nightly", "on-new-data")}
+        deps = {name: client.read_deployment_by_name(f"{FLOW}/{name}") for name in ("adhoc", "nightly")}
+        deps["on-new-data"] = client.read_deployment_by_name("tune-landed/on-new-data")
+        deps["landing-sensor"] = client.read_deployment_by_name("watch-landing/landing-sensor")
         for dep in deps.values():
             assert dep.work_pool_name == POOL
             # no pull step in prefect.yaml: `prefect deploy` records the folder it ran in (the repo root)
@@ -168,20 +170,30 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
         assert isinstance(nightly.schedule, CronSchedule) and nightly.active
         assert (nightly.schedule.cron, nightly.schedule.timezone) == ("0 2 * * *", "UTC")
         assert deps["nightly"].parameters["data"] == "data/generated/churn.csv"
+        (sensor,) = deps["landing-sensor"].schedules
+        assert sensor.schedule.interval.total_seconds() == 60 and deps["landing-sensor"].parameters == {"zones_file": "deployments/landing.yaml"}
+        # arrivals queue instead of colliding: one run of on-new-data at a time
+        on_new = deps["on-new-data"]
+        assert on_new.global_concurrency_limit.limit == 1 and on_new.concurrency_options.collision_strategy.value == "ENQUEUE"
 
         # the trigger becomes an automation owned by the deployment that runs it with templated parameters
         (automation,) = client.read_resource_related_automations(f"prefect.deployment.{deps['on-new-data'].id}")
         assert automation.enabled and automation.trigger.type == "event"
         assert automation.trigger.expect == {"tuneflow.data.landed"}
+        # debounced per landing zone: one run for a burst within 60 s, scheduled 60 s after the first event
+        assert automation.trigger.within.total_seconds() == 60 and automation.trigger.for_each == {"prefect.resource.id"}
         (action,) = automation.actions
         assert action.type == "run-deployment" and action.deployment_id == deps["on-new-data"].id
+        assert action.schedule_after.total_seconds() == 60
 
-        # -- an event from deployments/emit_landed.py (the way users send it) starts `on-new-data` with its
-        # data and target; before any worker polls the pool, so it is cancelled while still Scheduled
-        _sh([str(BIN / "python"), "deployments/emit_landed.py", str(data), "churned"], env, timeout=60)
+        # -- an event from deployments/emit_landed.py (the way users send it by hand) starts `on-new-data`
+        # with its zone, data and target; before any worker polls the pool, so it is cancelled while still Scheduled
+        out = _sh([str(BIN / "python"), "deployments/emit_landed.py", "churn-by-hand", str(data.parent), "churned"], env, timeout=60).stdout
         on_new_data = FlowRunFilter(deployment_id={"any_": [deps["on-new-data"].id]})
         (triggered,) = _wait("a flow run of on-new-data after the event", lambda: client.read_flow_runs(flow_run_filter=on_new_data), 45, details=lambda: _tail(state / "server.log"))
-        assert triggered.parameters == {"n_trials": 20, "data": str(data), "target": "churned"}
+        assert triggered.parameters["zone"] == "churn-by-hand" and triggered.parameters["data"] == str(data.parent)
+        assert triggered.parameters["target"] == "churned" and triggered.parameters["zones_file"] == ""
+        assert triggered.parameters["arrival"] and "event id" in out
         client.set_flow_run_state(triggered.id, Cancelled(message="test_deployment: trigger checked"), force=True)
 
     # -- a real worker; it hands TUNEFLOW_HOME (its own environment) down to the flow run process

@@ -60,6 +60,7 @@ def test_local_end_to_end_then_cached_rerun(churn_csv: Path, tuneflow_home: Path
     assert proba.shape == (len(X),) and 0 <= proba.min() and proba.max() <= 1
     assert reg["test_value"] > 0.6  # AUC on a learnable task
     assert storage.read_json(result["report_uri"])["best_trial"] == result["best_trial"]
+    assert result["report_html_uri"] == result["report_uri"][:-len(".json")] + ".html" and storage.exists(result["report_html_uri"])
 
     # Same data again: validate and shard come from Prefect's cache, the study grows to 6.
     again = run_flow(str(churn_csv), dask_address=dask_cluster.scheduler_address, expectations="data/expectations.yaml", n_trials=6)
@@ -69,12 +70,18 @@ def test_local_end_to_end_then_cached_rerun(churn_csv: Path, tuneflow_home: Path
     assert storage.read_json(again["manifest_uri"])["created_at"] == manifest["created_at"]
     # ... and still shows its validation report, under keys of its own dataset
     keys = latest_flow_run_artifact_keys()
-    assert {"validation-report-churn", "tuneflow-summary-churn", "trial-leaderboard-churn", "dask-dashboard-churn"} <= keys, keys
+    assert {"validation-report-churn", "tuneflow-summary-churn", "trial-leaderboard-churn", "dask-dashboard-churn", "study-report-churn"} <= keys, keys
 
     from mlflow import MlflowClient
 
     run = MlflowClient(tracking_uri=get_settings().resolved_tracking_uri()).get_run(reg["run_id"])
     assert run.data.tags["prefect.flow_run_id"] and run.data.tags["prefect.flow_run_name"]  # the flow run that made it
+    # the study report and the best trial's per-round curve (step = boosting round) in the registered run
+    client = MlflowClient(tracking_uri=get_settings().resolved_tracking_uri())
+    assert "report/study_report.html" in {a.path for a in client.list_artifacts(reg["run_id"], "report")}
+    curve = client.get_metric_history(reg["run_id"], f"curve/trial_{result['best_trial']}/valid_auc")
+    assert len(curve) >= 10 and sorted(m.step for m in curve) == list(range(len(curve)))
+    assert max(m.value for m in curve) == pytest.approx(result["best_value"], abs=1e-6)
 
 
 def latest_flow_run_artifact_keys() -> set[str]:

@@ -47,7 +47,7 @@ class LocalUnits:
             objectstore.write_bytes_atomic(request.checkpoint_uri, result.checkpoint_ubj, {})
         model_uri = objectstore.join(self.store, "models", f"{number}-{index}.ubj")
         objectstore.write_bytes_atomic(model_uri, result.model_ubj, {})
-        return {"value": result.value, **result.summary(), "model_uri": model_uri, "checkpoint_uri": request.checkpoint_uri}
+        return {"value": result.value, **result.summary(), "model_uri": model_uri, "checkpoint_uri": request.checkpoint_uri, "history": list(result.history)}
 
 
 def template(manifest: DatasetManifest, max_rounds: int, early_stopping_rounds: int | None = None) -> TrialRequest:

@@ -38,6 +38,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tasks.errors import TuneflowError, is_transient
+from tasks.tuning.curves import CURVE_ATTR, pop_curve
 from tasks.tuning.liveness import HEARTBEAT_S, STALE_AFTER_S, Heartbeat, recover_stale_trials, settle_foreign_trials
 from tasks.tuning.records import ERROR_ATTR, FORBIDDEN_ATTR, LOST_ATTR, MAX_REQUEUES_DEFAULT, REQUEUES_ATTR, RESULT_ATTR, RETRY_OF_ATTR, counts_toward_budget, json_safe
 from tasks.tuning.search_space import SearchSpace, as_space
@@ -329,10 +330,13 @@ class TuningLoop:
                         self._track(_Flight(following, trial, flight.params))
                     return None
             value = float(result.pop("value"))
+            curve = pop_curve(result)
             info = json_safe(result)
             state = "COMPLETE"
             with self.lock:  # tell and count as one step: a refresh in between would count it twice
                 trial.set_user_attr(RESULT_ATTR, info)
+                if curve:
+                    trial.set_user_attr(CURVE_ATTR, curve)
                 self.study.tell(trial, self.values_of(value, info) if self.values_of else value)
                 self.counts.counted += 1
                 self.counts.offer_best(trial.number, value, self.maximize)
@@ -346,10 +350,13 @@ class TuningLoop:
             return self._untrack(trial, None)
         except optuna.TrialPruned:
             value = float(result["value"]) if "value" in result else None
+            curve = pop_curve(result)
             info = json_safe({k: v for k, v in result.items() if k != "value"})
             with self.lock:
                 try:
                     trial.set_user_attr(RESULT_ATTR, info)
+                    if curve:
+                        trial.set_user_attr(CURVE_ATTR, curve)
                 except UpdateFinishedTrialError:
                     self._superseded(trial)
                     return self._untrack(trial, None)

@@ -26,6 +26,7 @@ import optuna
 
 from tasks import objectstore
 from tasks.errors import TuneflowError
+from tasks.tuning.curves import HISTORY_KEY
 from tasks.tuning.loop import StudyOutcome, TrialEvent
 from tasks.tuning.records import PBT_ATTR, RESULT_ATTR, json_safe
 from tasks.tuning.rungs import Rung, Unit
@@ -173,7 +174,7 @@ class PopulationTraining:
                     continue
                 m.best = (int(result["best_iteration"]), float(result["value"]))
                 m.total_rounds, m.checkpoint, m.model_uri = int(result.get("total_rounds") or 0), result.get("checkpoint_uri"), result.get("model_uri")
-                m.info = json_safe({k: v for k, v in result.items() if k != "value"})
+                m.info = json_safe({k: v for k, v in result.items() if k not in ("value", HISTORY_KEY)})  # no per-round curve for a member
                 m.lineage.append({"segment": segment, "parent": m.index if m.continues is None else m.continues,
                                   "params": dict(m.params), "value": m.best[1], "rounds": m.total_rounds, "resumed": result.get("resumed"), "t": time.time()})
                 m.continues = None

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from tasks.contracts import REDUCTION_FACTOR, Fidelity, Pruner, TrialRequest
+from tasks.tuning.curves import CurveBuilder
 from tasks.tuning.records import RETRY_OF_ATTR, RUNG_ATTR
 
 MIN_RUNG_ROUNDS = 10  # fewer rounds than this rank configurations by their learning rate alone
@@ -95,6 +96,7 @@ class RungState:
     attempts: int = 1  # the most Prefect attempts any of its rungs took
     cpu_seconds: float = 0.0  # worker CPU over the rungs
     peak_rss_mb: float = 0.0  # the largest worker memory peak of its rungs
+    curve: CurveBuilder = dataclasses.field(default_factory=CurveBuilder)  # the valid metric per round, over the rungs
 
     def record(self) -> dict[str, Any]:
         return {"rung": self.rung, "best": list(self.best) if self.best else None, "checkpoint": self.checkpoint,
@@ -152,6 +154,7 @@ class RungScheduler:
         state.attempts = max(state.attempts, int(result.get("attempt") or 1))
         result["attempt"] = state.attempts  # a retried rung shows on the trial, whichever rung it was
         state.reports[rung.step] = value
+        state.curve.add(result)  # the trial's curve so far replaces this unit's history in the result
         if self.single_objective:  # Optuna takes no reports in a multi-objective study (it has no pruner either)
             trial.report(value, rung.step)
         result["rung"], result["rungs"], result["unit_seconds"], result["seconds"] = rung.index, len(self.rungs), result.get("seconds"), round(state.seconds, 4)

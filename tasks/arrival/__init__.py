@@ -1,0 +1,1 @@
+"""Data arrival: landing zones, what counts as a complete arrival, and its identity."""

@@ -1,0 +1,1 @@
+"""What a study shows after the run: a static HTML report, MLflow step metrics, TensorBoard files."""
