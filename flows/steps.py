@@ -12,7 +12,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import task_run as task_run_runtime
 from prefect.tasks import exponential_backoff
 
-from flows import artifacts
+from flows import artifacts, user_errors
 from tasks import objectstore, register
 from tasks.contracts import DatasetManifest, TrialRequest
 from tasks.data import inputs, shard
@@ -33,6 +33,7 @@ def _key(prefix: str, *parts: Any) -> str:
     return prefix + "-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+user_errors.install()  # a failed validation (any TuneflowError) logs no traceback: the CLI prints it as one line
 RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(1.0), retry_jitter_factor=0.5, retry_condition_fn=retry_transient)
 
 

@@ -96,6 +96,7 @@ class FeatureSpec(TypedDict):
     name: str
     kind: str  # "numeric" | "categorical"
     categories: NotRequired[list[str]]  # categorical only: the code of a value is its index here
+    missing_values: NotRequired[list[str]]  # declared in the expectations file: read as missing (text or number)
 
 
 class ShardFile(TypedDict):

@@ -71,7 +71,7 @@ def _plan(
     user_expectations = load_expectations(expectations)
     data_options = objectstore.storage_options_for(data)
     files = inputs.expand_inputs(data, data_options)
-    schema = inputs.infer_schema(files, target, task, data_options)
+    schema = inputs.infer_schema(files, target, task, data_options, declared=user_expectations.get("columns"))
     if task == "regression" and schema["columns"][target]["kind"] != "numeric":
         raise TuneflowError(
             f"Target '{target}' is not numeric, so it cannot be a regression target.",

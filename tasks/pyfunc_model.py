@@ -46,6 +46,14 @@ def encode(df: pd.DataFrame, features: list[dict[str, Any]]) -> np.ndarray:
     cols = []
     for feat in features:
         col = df[feat["name"]]
+        if feat.get("missing_values"):  # declared missing in the expectations file (tasks.data.inputs.missing_mask)
+            text = col.astype("string").str.strip()
+            drop = text.isin(feat["missing_values"])
+            numbers = pd.to_numeric(pd.Series(feat["missing_values"], dtype=object), errors="coerce").dropna().tolist()
+            if numbers:
+                drop = drop | pd.to_numeric(text, errors="coerce").isin(numbers)
+            col = text.mask(drop.fillna(False).astype(bool))
+            col = col if feat["kind"] == "categorical" else pd.to_numeric(col)
         if feat["kind"] != "categorical":
             cols.append(col.to_numpy(dtype=np.float32, na_value=np.nan))
             continue

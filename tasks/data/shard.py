@@ -150,6 +150,8 @@ def shard_layout(schema: dict[str, Any], profile: dict[str, Any], *, seed: int, 
         feat: dict[str, Any] = {"name": name, "kind": col["kind"]}
         if col["kind"] == "categorical":
             feat["categories"] = sorted(map(str, profile.get("categories", {}).get(name, [])))
+        if col.get("missing_values"):  # declared in the expectations file: scoring reads them as missing too
+            feat["missing_values"] = list(col["missing_values"])
         features.append(feat)
     classes = None
     if schema["task"] != "regression":

@@ -16,7 +16,12 @@ def combine(partials: list[PartitionResult], plan: SuitePlan) -> Totals:
     truncated: set[str] = set()
     classes: dict[str, int] = {}
     coerced: dict[str, BadValues] = {}
+    infinite: dict[str, BadValues] = {}
     for p in partials:
+        for col, bad in p.infinite.items():
+            total = infinite.setdefault(col, BadValues())
+            total.count += bad.count
+            total.examples = merge_examples(total.examples, bad.examples)
         for col, n in p.nulls.items():
             nulls[col] = nulls.get(col, 0) + n
         for col, span in p.numeric_ranges.items():
@@ -51,7 +56,11 @@ def combine(partials: list[PartitionResult], plan: SuitePlan) -> Totals:
         categories_truncated=sorted(truncated),
         classes=dict(sorted(classes.items())),
         coerced=coerced,
-        results=[_expectation_result(i, plan, partials) for i in range(len(plan.expectations))],
+        results=[_expectation_result(i, plan, partials) for i in range(len(plan.expectations))] + [
+            result_row("expect_column_values_to_be_finite", col, {"column": col}, False, unexpected=bad.count, examples_=bad.examples)
+            for col, bad in infinite.items()
+        ],
+        infinite=infinite,
     )
 
 

@@ -14,7 +14,8 @@ from tasks.validation.catalog import build_expectation, expectation_class
 from tasks.validation.values import first_line, is_int, is_number
 
 TOP_KEYS = ("min_rows", "columns", "expectations")
-COLUMN_RULES = ("min", "max", "allowed", "not_null")
+COLUMN_RULES = ("min", "max", "allowed", "not_null", "kind", "missing_values")
+KINDS = ("numeric", "categorical")
 RAW_KEYS = ("type", "kwargs")
 FIX_FORMAT = "see data/expectations.yaml for the format (min_rows, columns, expectations)."
 
@@ -94,7 +95,15 @@ def _check_rules(rules: Any, where: str) -> dict[str, Any]:
             raise TuneflowError(f"{where}.allowed must be a non-empty list of values.", FIX_FORMAT)
     if "not_null" in rules and not isinstance(rules["not_null"], bool):
         raise TuneflowError(f"{where}.not_null must be true or false, not {rules['not_null']!r}.", FIX_FORMAT)
-    return dict(rules)
+    out = dict(rules)
+    if "kind" in rules and rules["kind"] not in KINDS:
+        raise TuneflowError(f"{where}.kind must be {' or '.join(KINDS)}, not {rules['kind']!r}.", FIX_FORMAT)
+    if "missing_values" in rules:
+        values = rules["missing_values"]
+        if not isinstance(values, list) or not values or any(v is None or isinstance(v, (bool, list, dict)) for v in values):
+            raise TuneflowError(f"{where}.missing_values must be a non-empty list of texts or numbers (like ['n/a', '?', -999]).", FIX_FORMAT)
+        out["missing_values"] = [str(v).strip() for v in values]  # compared as text, and as numbers (tasks/data/inputs.missing_mask)
+    return out
 
 
 def _check_raw(entry: Any, where: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before great_expectati
 
 import threading
 
+import numpy as np
 import pandas as pd
 
 from tasks.validation import rules
@@ -77,9 +78,14 @@ def validate_partition(df: pd.DataFrame, plan: SuitePlan) -> PartitionResult:
             if item.type == "expect_column_values_to_not_be_null" and column in coerced and outcome is not None:
                 outcome.unexpected_count = max(0, outcome.unexpected_count - coerced[column].count)
                 outcome.success = outcome.unexpected_count == 0
-    numeric_ranges = {}
+    numeric_ranges, infinite = {}, {}
     for col in list(plan.numeric) + [c for c in plan.coerce if c not in plan.numeric]:
         values = df[col]
+        inf = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
+        if inf.any():  # CSV inf/-inf/Infinity and Parquet float infinities: XGBoost cannot train on them
+            signs = ["inf" if v > 0 else "-inf" for v in values[inf].unique()]
+            infinite[col] = BadValues(int(inf.sum()), sorted(signs, reverse=True))
+            values = values[~inf]
         numeric_ranges[col] = [plain(values.min()), plain(values.max())] if values.notna().any() else None
     categories, truncated = {}, []
     for col in plan.categorical:
@@ -95,4 +101,4 @@ def validate_partition(df: pd.DataFrame, plan: SuitePlan) -> PartitionResult:
             truncated.append(plan.target)
             counts = counts.iloc[: plan.category_cap]
         classes = {str(k): int(v) for k, v in counts.items()}
-    return PartitionResult(len(df), nulls, coerced, outcomes, numeric_ranges, categories, classes, truncated)
+    return PartitionResult(len(df), nulls, coerced, outcomes, numeric_ranges, categories, classes, truncated, infinite)

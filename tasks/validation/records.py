@@ -72,6 +72,7 @@ class PartitionResult:
     categories: dict[str, list[str]]
     classes: dict[str, int]
     truncated: list[str]  # columns whose distinct values were capped
+    infinite: dict[str, BadValues] = field(default_factory=dict)  # numeric columns holding inf/-inf: how many rows, which signs
 
 
 class ReportRow(TypedDict):
@@ -95,6 +96,7 @@ class Totals:
     classes: dict[str, int]
     coerced: dict[str, BadValues]
     results: list[ReportRow]
+    infinite: dict[str, BadValues] = field(default_factory=dict)
 
 
 class Report(TypedDict):

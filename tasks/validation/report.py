@@ -51,8 +51,17 @@ def _fix_hint(r: dict[str, Any]) -> str:
         return "check the --target column and --task (binary needs 2 classes, multiclass 2 or more)"
     if name == "expect_target_to_be_numeric":
         return "clean the non-numeric target values, or use --task binary/multiclass for a label target"
+    if name == "expect_column_values_to_be_of_type" and r.get("column"):
+        col = r["column"]
+        return (
+            f"clean the non-numeric values of '{col}' in the data, or declare them in the --expectations file: "
+            f"columns: {{{col}: {{missing_values: [...]}}}} reads them as missing, columns: {{{col}: {{kind: categorical}}}} "
+            "makes the column categorical"
+        )
     if name == "expect_column_values_to_be_of_type":
         return "clean the non-numeric values in the numeric columns named above (or make the column all text)"
+    if name == "expect_column_values_to_be_finite":
+        return f"replace the infinite values (inf, -inf, Infinity) of '{r['column']}' with finite numbers, or leave those cells empty (missing)"
     return "fix the data, or the rule in the expectations file if the data is right"
 
 

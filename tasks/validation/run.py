@@ -32,6 +32,8 @@ def validate_dataset(
 ) -> Report:
     """Run the suite per partition on Dask and the global checks; return a JSON-ready report."""
     plan = plan_suite(schema, expectations, values.CATEGORY_CAP)
+    if any(info.get("text_in_sample") for info in schema["columns"].values()):
+        ddf = None  # those columns are read as text (and counted), not as the given frame's numbers
     headers, first = _one_pass(ddf, files, schema, storage_options, plan)
     share, good_files = _shared_columns(files, headers, schema)
     results: list[ReportRow] = [share]
@@ -41,8 +43,14 @@ def validate_dataset(
         if len(good_files) < len(files):
             ddf = None  # the given frame spans the odd files, whose reads would fail: validate the others
         partials, npartitions, type_results = _run_partitions(ddf, good_files, schema, storage_options, plan)
-    results += type_results
     totals = combine(partials, plan)
+    typed = {r["column"] for r in type_results}
+    type_results += [  # numeric columns read as text: their texts (the target's are the global check's)
+        result_row("expect_column_values_to_be_of_type", col, {"column": col, "type_": "float64"}, False, unexpected=bad.count, examples_=bad.examples)
+        for col, bad in totals.coerced.items()
+        if bad.count and col != schema["target"] and col not in typed
+    ]
+    results += type_results
     results += totals.results
     results += global_results(totals, plan, schema, expectations)
     profile: dict[str, Any] = {}
@@ -69,11 +77,26 @@ def _one_pass(
     (so the first tasks start on all workers at once). The partitions are None where that fails."""
     header_tasks = [dask.delayed(file_columns)(f["uri"], storage_options) for f in files]
     try:
-        frame = ddf if ddf is not None else read_dataset(files, schema, storage_options)
+        frame = ddf if ddf is not None else read_dataset(files, _read_schema(schema, plan), storage_options)
         headers, partials = dask.compute(header_tasks, _partition_tasks(frame, plan))
-        return list(headers), (list(partials), frame.npartitions)
+        return _with_partitions(files, list(headers)), (list(partials), frame.npartitions)
     except Exception:  # noqa: BLE001 - a bad file or value: validate_dataset's step-by-step path reports it
-        return list(dask.compute(*header_tasks)), None
+        return _with_partitions(files, list(dask.compute(*header_tasks))), None
+
+
+def _with_partitions(files: list[dict[str, Any]], headers: list[list[str] | str]) -> list[list[str] | str]:
+    """Each file's columns with its partition folders' keys (key=value above it), which are columns too."""
+    return [
+        h + [k for k in f.get("partitions", {}) if k not in h] if isinstance(h, list) else h
+        for f, h in zip(files, headers)
+    ]
+
+
+def _read_schema(schema: dict[str, Any], plan: SuitePlan) -> dict[str, Any]:
+    """The schema validation reads with: the columns it coerces (plan.coerce) as text."""
+    if not plan.coerce:
+        return schema
+    return {**schema, "columns": {c: ({**info, "kind": "text"} if c in plan.coerce else info) for c, info in schema["columns"].items()}}
 
 
 def _shared_columns(files: list[dict[str, Any]], headers: list[list[str] | str], schema: dict[str, Any]) -> tuple[ReportRow, list[dict[str, Any]]]:
@@ -110,13 +133,13 @@ def _run_partitions(
         return [], 0, []
     try:
         if ddf is None:
-            ddf = read_dataset(files, schema, storage_options)
+            ddf = read_dataset(files, _read_schema(schema, plan), storage_options)
         return _compute(ddf, plan), ddf.npartitions, []
     except ValueError as exc:
         error = exc
     # Re-read the numeric columns as text and count, per column, the values that are not numbers.
     numeric = list(plan.numeric)
-    text_schema = {**schema, "columns": {c: ({"kind": "text"} if c in numeric else info) for c, info in schema["columns"].items()}}
+    text_schema = {**schema, "columns": {c: ({**info, "kind": "text"} if c in numeric else info) for c, info in schema["columns"].items()}}
     retry_plan = plan.coercing(numeric)
     try:
         text_ddf = read_dataset(files, text_schema, storage_options)

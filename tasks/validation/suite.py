@@ -21,9 +21,12 @@ def plan_suite(schema: dict[str, Any], expectations: dict[str, Any], category_ca
     """What every partition runs: the suite, and which aggregates to collect for the global checks."""
     target, task, columns = schema["target"], schema["task"], schema["columns"]
     items = tuple(_planned(item["type"], item["kwargs"]) for item in suite_spec(schema, expectations))
-    coerce = ()
+    coerce: tuple[str, ...] = ()
     if task == "regression" and columns[target]["kind"] != "numeric":
         coerce = (target,)  # read as text: count the values that are not numbers
+    # numeric columns whose sample held a few texts (tasks/data/inputs._kind): read as text too, so
+    # the texts are counted over the whole dataset instead of failing the read on a worker
+    coerce += tuple(c for c, info in columns.items() if info.get("text_in_sample") and c not in coerce)
     return SuitePlan(
         key=json.dumps([[i.type, i.kwargs, i.map, i.rule] for i in items], sort_keys=True, default=str),
         expectations=items,
