@@ -1,5 +1,6 @@
 """What a run shows in Prefect: the validation report, the live leaderboard, the summary, and
-where Prefect keeps cached results. Every artifact key is written here and nowhere else."""
+where Prefect keeps cached results. Every artifact key is written here and nowhere else; every
+artifact's text passes tasks.redact.redact (no password of a URL reaches the Prefect server)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from flows import progress
 from tasks import objectstore
 from tasks.contracts import RunResult
+from tasks.redact import redact, redact_mapping
 from tasks.tuning.loop import TrialEvent
 from tasks.tuning.objectives import cost_value
 
@@ -38,7 +40,7 @@ def publish_dashboard_link(link: str | None, dataset: str) -> None:
     if not link:
         return
     get_run_logger().info("Dask dashboard: %s", link)
-    create_link_artifact(link, link_text="Dask dashboard (live while the run lasts)", key=key_for(DASHBOARD_KEY, dataset))
+    create_link_artifact(redact(link), link_text="Dask dashboard (live while the run lasts)", key=key_for(DASHBOARD_KEY, dataset))
 
 
 def publish_study_report(uri: str, dataset: str) -> None:
@@ -47,11 +49,11 @@ def publish_study_report(uri: str, dataset: str) -> None:
     from pathlib import Path
 
     link = uri if "://" in uri else Path(os.path.abspath(uri)).as_uri()
-    create_link_artifact(link, link_text="Study report (HTML)", key=key_for(STUDY_REPORT_KEY, dataset))
+    create_link_artifact(redact(link), link_text="Study report (HTML)", key=key_for(STUDY_REPORT_KEY, dataset))
 
 
 def publish_validation_report(markdown: str, dataset: str, fingerprint: str) -> None:
-    create_markdown_artifact(markdown, key=key_for(VALIDATION_KEY, dataset), description=f"Validation of {dataset} ({fingerprint})")
+    create_markdown_artifact(redact(markdown), key=key_for(VALIDATION_KEY, dataset), description=f"Validation of {dataset} ({fingerprint})")
 
 
 class Leaderboard:
@@ -85,7 +87,7 @@ class Leaderboard:
         sign = -1 if self.direction == "maximize" else 1  # complete trials first, then pruned ones, best first
         rows = sorted(self.rows, key=lambda r: (r["state"] != "COMPLETE", sign * r["value"]))[:20]
         if rows:
-            create_table_artifact(rows, key=self.key, description=description)
+            create_table_artifact([redact_mapping(r) for r in rows], key=self.key, description=redact(description))
 
 
 def _round(v: Any) -> Any:
@@ -93,7 +95,7 @@ def _round(v: Any) -> Any:
 
 
 def publish_summary(result: RunResult) -> None:
-    create_markdown_artifact(summary_markdown(result), key=key_for(SUMMARY_KEY, result["dataset"]), description=f"tuneflow result for {result['dataset']}")
+    create_markdown_artifact(redact(summary_markdown(result)), key=key_for(SUMMARY_KEY, result["dataset"]), description=f"tuneflow result for {result['dataset']}")
 
 
 def summary_markdown(result: RunResult) -> str:
@@ -144,7 +146,11 @@ def study_plots(the_study: Any) -> dict[str, str]:
 
 
 def results_storage(store_uri: str, options: dict[str, Any]) -> LocalFileSystem | RemoteFileSystem:
-    """Prefect's cached results (and so its cache keys) live in the store, shared by every run."""
+    """Prefect's cached results (and so its cache keys) live in the store, shared by every run.
+
+    The store is probed first (a small object written and deleted): an unwritable store fails the
+    flow here, before validation, with one TuneflowError (the CLI probes it before Prefect starts)."""
+    objectstore.check_writable(store_uri, options)
     base = objectstore.join(store_uri, "prefect-results")
     block = RemoteFileSystem(basepath=base, settings=options) if "://" in store_uri else LocalFileSystem(basepath=base)
     # Prefect only accepts saved blocks as result storage; one block per store.

@@ -29,7 +29,29 @@ if not os.environ.get("PREFECT_API_URL"):
     for service in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "REPOSSESSOR", "DB_VACUUM", "CLEANUP_RECONCILER", "TRIGGERS"):
         os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{service}_ENABLED", "false")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed XGBoost hyperparameter tuning: validate, shard, tune, register.")
+class _OneErrorLine(typer.core.TyperGroup):
+    """A bad option (a number that is not one, an unknown or a missing option) is bad input like any
+    other: one `error:` line and exit code 2, not click's usage box (which has no `error:` line)."""
+
+    def invoke(self, ctx):  # the subcommand parses its options in here
+        try:
+            from typer import _click as click  # typer's own copy of click, whose errors it raises
+        except ImportError:
+            import click
+
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.UsageError as exc:
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                raise
+            from tasks.errors import TuneflowError
+
+            problem = " ".join(exc.format_message().split()).rstrip(".") + "."
+            command = exc.ctx.command_path if exc.ctx is not None else "tuneflow"
+            _fail(TuneflowError(problem, f"see {command} --help for the options and their values."))
+
+
+app = typer.Typer(cls=_OneErrorLine, add_completion=False, no_args_is_help=True, help="Distributed XGBoost hyperparameter tuning: validate, shard, tune, register.")
 console = Console(stderr=True)
 E = TypeVar("E", bound=enum.Enum)
 
@@ -81,6 +103,7 @@ def run(
     """Tune XGBoost on DATA for TARGET and register the best model."""
     from tasks.errors import TuneflowError
     from tasks.plan import plan_run
+    from tasks.policy import check_cli_inputs
     from tasks.settings import resolve_locations
     from tasks.tuning.choices import plan_tuning, search_choices
     from tasks.tuning.warm_start import check_warm_start, study_identity
@@ -89,13 +112,23 @@ def run(
         chosen_device, chosen_placement = _choice(Device, device, "--device"), _choice(Placement, placement, "--placement")
         chosen_sampler = _choice(Sampler, sampler, "--sampler")
         choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
+        # the input policy (tasks/policy.py); a password in --storage stays in this process, out of the flow's parameters
+        storage = check_cli_inputs(warn=lambda m: console.print(escape(f"warning: {m}")), data=data, space=space, expectations=expectations, enqueue=enqueue,
+                                   store=store, storage=storage, study_name=study_name, model_name=model_name, dataset_name=dataset_name, warm_start=warm_start)
         # Checked here, before the temporary Prefect server starts; the flow reuses this plan.
         plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample, dataset_name=dataset_name)
         tuning = plan_tuning(
             plan, choices, n_trials=n_trials, sampler=chosen_sampler, objectives=objectives, within=within, stop_at=stop_at,
             patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
         )
-        check_warm_start(resolve_locations(store, storage, dask_address).study_storage, tuning.warm_start, study_identity(plan, tuning))
+        where = resolve_locations(store, storage, dask_address)
+        check_warm_start(where.study_storage, tuning.warm_start, study_identity(plan, tuning))
+        from tasks.engine.cluster import check_tls
+
+        check_tls(where.dask_address or "")  # tls:// without a client certificate: before the temporary Prefect server starts
+        from tasks import objectstore
+
+        objectstore.check_writable(where.store, where.store_options)  # a probe object written and deleted: not after validation
     except TuneflowError as exc:
         _fail(exc)
 
@@ -113,6 +146,10 @@ def run(
         best = f"{event.best_value:.5f} (#{event.best_number})" if event.best_value is not None else "-"
         display.update(bar, completed=event.done, description=f"failed {event.failed} pruned {event.pruned} running {event.running} best {best}")
 
+    try:
+        _start_temporary_prefect_server()
+    except TuneflowError as exc:
+        _fail(exc)
     unsubscribe = progress_events.subscribe(on_event)
     try:
         with display:
@@ -130,6 +167,8 @@ def run(
         _fail(exc)
     finally:
         unsubscribe()
+
+    from tasks.redact import redact
 
     reg, settings = result["registered"], get_settings()
     out = Console(soft_wrap=True)
@@ -154,7 +193,7 @@ def run(
     out.print(f"report: {result['report_uri']}")
     if result.get("report_html_uri"):
         out.print(f"study report: {result['report_html_uri']}  (best so far, curves, importances, resources; also in the MLflow run)")
-    out.print(f"MLflow UI:  mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")
+    out.print(f"MLflow UI:  mlflow ui --backend-store-uri {redact(settings.resolved_tracking_uri())}")
     out.print("Prefect UI: prefect server start   (then open http://127.0.0.1:4200)")
     if result["sample"]:
         out.print(f"[bold]This was a smoke run on a sample ({result['sample']}).[/] Run the full data with the same command without --sample;"
@@ -234,13 +273,14 @@ def dashboard(
     import shutil
 
     from tasks.errors import TuneflowError
+    from tasks.redact import redact
     from tasks.settings import get_settings
 
     url = storage or get_settings().resolved_storage()
     exe = shutil.which("optuna-dashboard") or (os.path.join(os.path.dirname(sys.executable), "optuna-dashboard"))
     if not os.path.exists(exe):
         _fail(TuneflowError("optuna-dashboard is not installed.", "pip install 'tuneflow[dashboard]' (or: pip install optuna-dashboard)."))
-    console.print(f"optuna-dashboard on {url}: http://{host}:{port}  (Ctrl-C stops it)")
+    console.print(f"optuna-dashboard on {redact(url)}: http://{host}:{port}  (Ctrl-C stops it)")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(exe, [exe, url, "--host", host, "--port", str(port)])  # becomes the dashboard: a signal to this process stops it
@@ -363,9 +403,54 @@ def _choice(kind: type[E], value: str, option: str) -> E:
         raise TuneflowError(f"Bad {option} {value!r}.", f"use {option} {'|'.join(m.value for m in kind)}.") from None
 
 
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
+
+
+def error_line(message: str) -> str:
+    """`error: MESSAGE` on one line: a line break in a quoted name (a --target, a column) is escaped."""
+    return "error: " + "".join(repr(ch)[1:-1] if ch in _LINE_BREAKS else ch for ch in message)
+
+
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)  # one unwrapped line, greppable
-    raise typer.Exit(code=2)
+    from tasks.redact import redact
+
+    typer.secho(error_line(redact(str(exc))), err=True, fg=typer.colors.RED)  # one unwrapped line, greppable; no password
+    raise typer.Exit(code=getattr(exc, "exit_code", 2))  # 2: bad input; 3: a service that did not come up (tasks.errors.ServiceError)
+
+
+PREFECT_START_TRIES = 3
+
+
+def _start_temporary_prefect_server() -> None:
+    """Start the run's temporary Prefect server here (the flow call would start it itself and die
+    with a traceback when it is slow), retrying a start that times out; then one ServiceError.
+    Nothing to do with PREFECT_API_URL set (a Prefect server of one's own) or ephemeral mode off."""
+    import prefect.settings as prefect_settings
+
+    from tasks.errors import ServiceError
+
+    if prefect_settings.PREFECT_API_URL.value() or not prefect_settings.PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    import httpx
+    from prefect.server.api.server import SubprocessASGIServer
+
+    timeout = prefect_settings.PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    last = ""
+    for attempt in range(1, PREFECT_START_TRIES + 1):
+        server = SubprocessASGIServer()  # the instance the flow's Prefect client then finds running
+        try:
+            server.start()
+            return
+        except (RuntimeError, httpx.HTTPError, OSError) as exc:
+            last = str(exc).split(" stdout:")[0].strip().rstrip(".")
+            server.stop()  # Prefect leaves a timed-out server process running; the next try starts afresh
+            if attempt < PREFECT_START_TRIES:
+                console.print(escape(f"warning: the temporary Prefect server did not start (try {attempt} of {PREFECT_START_TRIES}): {last}; retrying"), soft_wrap=True)
+    raise ServiceError(
+        f"The temporary Prefect server did not start in {timeout} s, {PREFECT_START_TRIES} tries ({last}).",
+        "on a busy machine, give it longer (export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or run a Prefect server "
+        "(prefect server start) and export PREFECT_API_URL=http://127.0.0.1:4200/api.",
+    )
 
 
 if __name__ == "__main__":

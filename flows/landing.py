@@ -20,6 +20,7 @@ from tasks.arrival.sensor import Arrival, Check, check_zone, landed_event, load_
 from tasks.arrival.zones import LandingZone, find_zone, load_zones
 from tasks.names import check_name
 from tasks.objectstore import storage_options_for
+from tasks.policy import check_flow_inputs, check_location, check_text
 from tasks.settings import get_settings
 
 
@@ -48,8 +49,12 @@ def emit(arrival: Arrival, zones_file: str | None) -> None:
 def watch_landing(zones_file: str = "deployments/landing.yaml", store: str | None = None) -> list[dict[str, Any]]:
     """Look at every landing zone once and emit `tuneflow.data.landed` for each complete arrival."""
     log = get_run_logger()
+    check_flow_inputs(zones_file=zones_file, store=store)  # the input policy (tasks/policy.py)
+    zones = load_zones(zones_file)
+    for zone in zones:  # what the sensor lists; a run on it checks its own parameters again
+        check_location(zone.uri, f"uri of zone {zone.name}")
     outcomes = []
-    for zone, check in look_once(load_zones(zones_file), zones_file, store):
+    for zone, check in look_once(zones, zones_file, store):
         log.info("zone %s (%s): %s", zone.name, zone.uri, check.status)
         outcomes.append({"zone": zone.name, "status": check.status, "event_id": check.arrival.event_id if check.arrival else None})
     return outcomes
@@ -65,6 +70,12 @@ def tune_landed(zone: str, data: str | None = None, target: str | None = None, z
     from tasks.errors import TuneflowError
 
     log = get_run_logger()
+    # the input policy (tasks/policy.py): these parameters come from an event
+    check_name(zone, "zone name")
+    for value, what, longest in ((target, "target", 256), (arrival, "arrival", 64)):
+        if value is not None:
+            check_text(value, what, longest)
+    check_flow_inputs(data=data, zones_file=zones_file or None)
     if zones_file:
         the_zone = find_zone(load_zones(zones_file), zone)
     elif data and target:

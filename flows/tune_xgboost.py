@@ -21,7 +21,9 @@ from tasks.engine.cluster import dask_client, trial_threads
 from tasks.engine.placement import choose_placement, open_trainer, worker_memory
 from tasks.engine.resident import release_data
 from tasks.plan import plan_run
+from tasks.policy import check_flow_inputs
 from tasks.problem import objective_params
+from tasks.redact import redact
 from tasks.settings import resolve_locations
 from tasks.tuning.choices import SearchChoices, check_placement, plan_tuning, search_choices
 from tasks.tuning.objectives import pareto_front
@@ -78,6 +80,9 @@ def tune_xgboost(
 ) -> RunResult:
     """Validate, shard, tune and register an XGBoost model for `target` in `data`."""
     log = get_run_logger()
+    # the input policy (tasks/policy.py): parameters may come from a deployment or an event
+    check_flow_inputs(data=data, space=space, expectations=expectations, enqueue=enqueue, store=store, storage=storage,
+                      study_name=study_name, model_name=model_name, dataset_name=dataset_name, warm_start=warm_start)
     choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
     plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample, dataset_name=dataset_name)
     tuning = plan_tuning(
@@ -85,6 +90,7 @@ def tune_xgboost(
         patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
     )
     where = resolve_locations(store, storage, dask_address)
+    objectstore.check_writable(where.store, where.store_options)  # before the cluster starts: an unwritable store fails in a second
     name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space, tuning.objectives.costs)
     if choices.strategy == Strategy.PBT and not study_name:
         name += "-pbt"  # a population is not a search: its own study
@@ -158,7 +164,7 @@ def tune_xgboost(
 
     result = RunResult(
         dataset=plan.name, fingerprint=plan.fingerprint, manifest_uri=objectstore.join(manifest["uri"], MANIFEST),
-        rows={s: v["rows"] for s, v in manifest["splits"].items()}, study_name=the_study.study_name, storage=where.study_storage,
+        rows={s: v["rows"] for s, v in manifest["splits"].items()}, study_name=the_study.study_name, storage=redact(where.study_storage),
         metric=plan.metric, direction=plan.direction, trials_this_run=outcome.completed + outcome.failed + outcome.pruned,
         failed_this_run=outcome.failed, pruned_this_run=outcome.pruned, strategy=choices.strategy.value, pruner=choices.pruner.value,
         fidelity=choices.fidelity.value, schedule=choices.schedule.value, sampler=tuning.sampler.name.value, sampler_reason=tuning.sampler.reason,

@@ -12,7 +12,9 @@
 # TUNEFLOW_PREFECT_START_TIMEOUT (seconds, 120), TUNEFLOW_PREFECT_STATE (<repo>/.tuneflow/prefect:
 # pid file and server.log; give each concurrent server its own). Any PREFECT_* variable you export (e.g.
 # PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://... for a PostgreSQL backend) is
-# passed through.
+# passed through. To lock the API: export PREFECT_SERVER_API_AUTH_STRING=USER:PASSWORD here and
+# PREFECT_API_AUTH_STRING (the same string) for every client, worker and sensor; the /api/health probe
+# this script polls stays open (tests/test_server_auth.py).
 #
 #   eval "$(infra/prefect-server.sh up)"     # then: prefect deployment run ..., infra/prefect-worker.sh
 set -euo pipefail

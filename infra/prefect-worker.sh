@@ -7,6 +7,8 @@
 #
 # Needs a Prefect server: PREFECT_API_URL from the environment, else the one
 # infra/prefect-server.sh runs (http://127.0.0.1:${TUNEFLOW_PREFECT_PORT:-4200}/api).
+# A server locked with PREFECT_SERVER_API_AUTH_STRING needs PREFECT_API_AUTH_STRING exported here; the
+# worker and the flow runs it starts inherit it (like every PREFECT_* and TUNEFLOW_* variable).
 # Settings: TUNEFLOW_WORK_POOL (tuneflow-process), TUNEFLOW_WORKER_LIMIT (max concurrent flow runs,
 # default unlimited), PREFECT_HOME (<repo>/.tuneflow/prefect-home), VENV (<repo>/.venv),
 # TUNEFLOW_PREFECT_STATE (<repo>/.tuneflow/prefect: pid file and log of `up`).

@@ -179,13 +179,14 @@ pg_up() {
             || { tail -n 30 "$PG_LOG" >&2 || true; die "PostgreSQL did not start (log tail above)"; }
     fi
 
-    # role and database, idempotently; CREATEDB so tests may make throwaway databases
+    # role and database, idempotently; CREATEDB so tests may make throwaway databases, CREATEROLE
+    # so they may make throwaway roles (tests/test_secrets.py: a role whose password is a canary)
     pg_superuser_psql <<EOF || die "could not create role/database (is another server on $PG_PORT?)"
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
-    CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+    CREATE ROLE $PG_USER LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
   ELSE
-    ALTER ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+    ALTER ROLE $PG_USER LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
   END IF;
 END \$\$;
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER'

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from tasks.redact import redact
+
 
 class TuneflowError(Exception):
-    """A problem the user can fix; rendered as one line, never as a traceback."""
+    """A problem the user can fix; rendered as one line, never as a traceback; passwords masked."""
 
     def __init__(self, problem: str, fix: str) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem} Fix: {fix}")
+        self.problem = redact(problem)  # a URL's password never reaches a message (tasks/redact.py)
+        self.fix = redact(fix)
+        super().__init__(f"{self.problem} Fix: {self.fix}")
 
 
 class DataValidationError(TuneflowError):
@@ -18,6 +20,13 @@ class DataValidationError(TuneflowError):
     def __init__(self, problem: str, fix: str, report: dict) -> None:
         super().__init__(problem, fix)
         self.report = report
+
+
+class ServiceError(TuneflowError):
+    """Not the user's input: a service tuneflow starts for itself (the temporary Prefect server)
+    did not come up after bounded retries. One line too, but exit code 3 instead of 2."""
+
+    exit_code = 3
 
 
 class TransientError(Exception):

@@ -61,13 +61,17 @@ def _plan(
     metric, direction = resolve_metric(task, metric)
     if n_trials is None and timeout is None:
         raise TuneflowError("No budget given.", "pass --n-trials N and/or --timeout SECONDS.")
-    if (n_trials is not None and n_trials < 1) or (timeout is not None and timeout <= 0) or parallelism < 1:
+    if (n_trials is not None and n_trials < 1) or (timeout is not None and not timeout > 0) or parallelism < 1:  # not > 0: NaN too
         raise TuneflowError(
             f"Bad budget: n_trials={n_trials}, timeout={timeout}, parallelism={parallelism}.",
             "use --n-trials >= 1, --timeout > 0 and --parallelism >= 1.",
         )
+    if not 0 <= seed < 2**31:  # Optuna's samplers take 0 .. 2**32 - 1, and a resumed study's is seeded past its trials
+        raise TuneflowError(f"Bad --seed {seed}.", "use a whole number from 0 to 2147483647.")
+    for path, option in ((space, "--space"), (enqueue, "--enqueue"), (expectations, "--expectations")):
+        objectstore.check_text_file(path, option)  # reachable (not 'does not exist') and UTF-8 (with the iconv line), before the loaders
     space_def = search_space.load_space(space)
-    configs = search_space.load_configs(enqueue)
+    configs = search_space.load_configs(enqueue, space_def)  # names and values checked against the space
     user_expectations = load_expectations(expectations)
     data_options = objectstore.storage_options_for(data)
     files = inputs.expand_inputs(data, data_options)

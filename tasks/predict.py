@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import TuneflowError
-from tasks.objectstore import filesystem, storage_options_for, unstrip
+from tasks.objectstore import filesystem, not_utf8, storage_options_for, unstrip
 
 DEFAULT_BLOCKSIZE = "64MB"
 MIN_BLOCKSIZE = 64 * 1024
@@ -272,32 +272,38 @@ def _columns_of(uri: str, fmt: str, storage_options: dict[str, Any]) -> list[str
     """The column names of one input file, from its header or Parquet schema only."""
     import pyarrow.parquet as pq
 
+    from tasks.data import inputs
+
     fs, path = filesystem(uri, storage_options)
     try:
         with fs.open(path, "rb") as f:
             if fmt == "parquet":
                 return [str(c) for c in pq.ParquetFile(f).schema_arrow.names]
-            return [str(c) for c in pd.read_csv(f, nrows=0, compression="gzip" if uri.endswith(".gz") else None).columns]
+            return [str(c) for c in pd.read_csv(f, nrows=0, compression=inputs.compression_of(uri)).columns]
     except pd.errors.EmptyDataError as exc:
         raise TuneflowError(f"{uri} is empty.", "give a file with a header row.") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise not_utf8(uri, "The --data file", exc, "then point --data at the converted file(s).") from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise TuneflowError(f"Cannot read {uri}: {_first_line(exc)}.", "check that it is a valid CSV (comma-separated, header row) or Parquet file.") from exc
 
 
 def open_input(data: str, manifest: dict[str, Any], blocksize: int, keep: list[str] | None = None) -> tuple[Any, list[str], list[dict[str, Any]]]:
     """(lazy Dask frame of the columns scoring needs, the columns kept, the input files).
 
-    Checked on the client before anything runs: the files exist and the first one holds every
-    feature column (and every `keep` column)."""
-    import dask.dataframe as dd
-
+    Checked on the client before anything runs: the files exist and the first one (with the
+    partition folders, key=value, as columns) holds every feature column (and every `keep`
+    column). Read with training's read rule (tasks.data.inputs.read_columns): partition folders
+    as columns, a feature's declared `missing_values` as missing."""
     from tasks.data import inputs
 
     options = storage_options_for(data)
     files = inputs.expand_inputs(data, options)
     uris = [f["uri"] for f in files]
     fmt = inputs.file_format(uris[0])
-    columns = _columns_of(uris[0], fmt, options)
+    keys = inputs.partition_keys(files)
+    header = _columns_of(uris[0], fmt, options)
+    columns = header + [k for k in keys if k not in header]
     features = [f["name"] for f in manifest["features"]]
     missing = [c for c in features if c not in columns]
     if missing:
@@ -318,21 +324,18 @@ def open_input(data: str, manifest: dict[str, Any], blocksize: int, keep: list[s
     keep = list(dict.fromkeys(keep))
     needed = list(dict.fromkeys([*keep, *features]))
     # The training read rule (tasks.data.inputs.dask_dtypes): categoricals as strings, numerics as
-    # float64. CSV ID columns as strings too: kept exactly as written (leading zeros and all).
+    # float64. Kept columns as written: CSV and partition folders as strings (IDs with their
+    # leading zeros), Parquet columns in their own type.
     dtypes = {f["name"]: "string" if f["kind"] == "categorical" else "float64" for f in manifest["features"]}
+    read = {c: dtypes.get(c) or ("string" if fmt == "csv" or c in keys else None) for c in needed}
+    declared = {f["name"]: list(f["missing_values"]) for f in manifest["features"] if f.get("missing_values")}
     try:
-        if fmt == "parquet":
-            ddf = dd.read_parquet(uris, columns=needed, storage_options=options, split_row_groups="adaptive", blocksize=blocksize)
-            ddf = ddf.astype(dtypes)
-        else:
-            compression = "gzip" if uris[0].endswith(".gz") else None
-            ddf = dd.read_csv(
-                uris, blocksize=None if compression else blocksize, compression=compression, storage_options=options,
-                usecols=needed, dtype={**{c: "string" for c in keep}, **dtypes},
-            )
+        ddf = inputs.read_columns(
+            files, read, options, missing=declared, blocksize=blocksize, parquet_options={"split_row_groups": "adaptive", "blocksize": blocksize},
+        )
     except (ValueError, OSError, TypeError) as exc:
         raise TuneflowError(f"Cannot read {data}: {_first_line(exc)}.", "check that every file is a valid CSV/Parquet file with the model's feature columns.") from exc
-    return ddf[needed], keep, files
+    return ddf, keep, files
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -56,6 +56,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.types.schema import ColSpec, Schema, TensorSpec  # noqa: E402
 
 from tasks.errors import TuneflowError  # noqa: E402
+from tasks.redact import redact, redact_mapping  # noqa: E402
 from tasks.contracts import DatasetManifest, RegisteredModel  # noqa: E402
 from tasks.engine.encoding import encode_features, feature_names  # noqa: E402
 from tasks.engine.resident import predict_matrix  # noqa: E402
@@ -359,12 +360,13 @@ def _log_and_register(
         TAG_DIRECTION: direction,
         **(run_tags or {}),
     }
+    tags = {k: redact(str(v)) for k, v in tags.items()}  # no URL password in MLflow (tasks/redact.py)
     with mlflow.start_run(
         experiment_id=_experiment_id(client, experiment_name, artifact_root),
         run_name=f"{study_name}-trial-{trial_number}",
         tags=tags,
     ):
-        mlflow.log_params(params)
+        mlflow.log_params(redact_mapping(params))
         mlflow.log_metrics({_metric_key("test", metric): test_value, _metric_key("valid", metric): float(valid_value)})
         if run_metrics:  # what the trial and the study used (resources)
             mlflow.log_metrics({k: float(v) for k, v in run_metrics.items() if v is not None})
@@ -406,7 +408,7 @@ def _log_and_register(
             tags={
                 TAG_TRIAL_KEY: key,
                 TAG_FINGERPRINT: manifest["fingerprint"],
-                TAG_STUDY: study_name,
+                TAG_STUDY: redact(study_name),
                 TAG_TRIAL: str(trial_number),
                 TAG_METRIC: metric,
                 TAG_TEST_VALUE: repr(test_value),

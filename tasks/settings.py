@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     s3_credentials_block: str | None = None  # Secret {"aws_access_key_id", "aws_secret_access_key"[, "aws_session_token"]}
     storage_password_block: str | None = None  # Secret: the PostgreSQL password (libpq's PGPASSWORD) of `storage`
     mlflow_password_block: str | None = None  # Secret: an MLflow server's basic-auth password (MLFLOW_TRACKING_PASSWORD)
+    # Input policy for path-like run parameters (tasks/policy.py; README "Input policy and secrets")
+    allowed_schemes: str = "file,s3,sqlite,postgresql,mysql"  # comma list; a plain path is file, postgresql+psycopg2 is postgresql
+    allowed_roots: str = ""  # comma list of folders, s3://bucket/prefix, postgresql://host[:port][/db]; empty: no root restriction
+    allow_chained_urls: bool = False  # fsspec chains (simplecache::s3://..., zip://x::s3://...): every link's scheme must be allowed
 
     def resolved_store(self) -> str:
         return self.store or str((self.home / "store").resolve())

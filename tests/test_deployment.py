@@ -5,6 +5,8 @@ Everything runs as a user runs it, in subprocesses: infra/prefect-server.sh and 
 :4200 is left alone), the `prefect` CLI from the venv, deployments/emit_landed.py. The flow run itself is
 started by the worker in its own subprocess, from the folder the deployment's pull step names (the repo
 root); TUNEFLOW_HOME in the worker's environment keeps the store, journal and MLflow db under tmp_path.
+The server is locked with PREFECT_SERVER_API_AUTH_STRING, as on a shared cluster, and every client sends
+PREFECT_API_AUTH_STRING: the deploy, the worker, flow runs, their events and the landing sensor all work so.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 from tests.conftest import REPO, _free_port, make_csv
 
 POOL = "tuneflow-process"
+AUTH = "tuneflow:test-auth-string"
 FLOW = "tune-xgboost"
 BIN = Path(sys.executable).parent  # the venv's bin: prefect, python
 
@@ -76,6 +79,10 @@ def prefect_stack(tmp_path: Path):
         # no nightly runs get scheduled (the schedule itself is still stored and asserted on)
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
         PREFECT_WORKER_QUERY_SECONDS="2",
+        # the API locked as on a shared cluster: the server wants the string, every client (CLI, worker,
+        # flow runs, their events, tuneflow watch/relay) sends it
+        PREFECT_SERVER_API_AUTH_STRING=AUTH,
+        PREFECT_API_AUTH_STRING=AUTH,
         TUNEFLOW_PREFECT_PORT=str(port),
         TUNEFLOW_PREFECT_STATE=str(state),
         TUNEFLOW_HOME=str(tmp_path / "home"),
@@ -103,11 +110,11 @@ def prefect_stack(tmp_path: Path):
 
 def _client(env: dict[str, str]):
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     class _Ctx:
         def __enter__(self):
-            self._settings = temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]})
+            self._settings = temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")})
             self._settings.__enter__()
             self._client = get_client(sync_client=True)
             return self._client.__enter__()
@@ -119,6 +126,23 @@ def _client(env: dict[str, str]):
                 self._settings.__exit__(*exc)
 
     return _Ctx()
+
+
+def _status(url: str, auth: str | None = None, body: bytes | None = b"{}") -> int:
+    """The HTTP status of a raw API call, with `auth` as Basic credentials (what Prefect's client sends)."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def _wait(what: str, probe, timeout: float, every: float = 1.0, details=lambda: ""):
@@ -151,6 +175,15 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
     home = Path(env["TUNEFLOW_HOME"])
     prefect = str(BIN / "prefect")
     data = make_csv(tmp_path / "data" / "churn.csv", 3000)
+
+    # -- the API is locked: without the auth string (or with a wrong one) it refuses; the health probe stays open
+    api = env["PREFECT_API_URL"]
+    assert _status(f"{api}/health", body=None) == 200
+    assert _status(f"{api}/flows/filter") == 401 and _status(f"{api}/flows/filter", "tuneflow:wrong") == 401
+    assert _status(f"{api}/events/filter", body=b'{"limit": 1}') == 401 and _status(f"{api}/flows/filter", AUTH) == 200
+    anonymous = {k: v for k, v in env.items() if k != "PREFECT_API_AUTH_STRING"}
+    refused = subprocess.run([prefect, "--no-prompt", "work-pool", "ls"], cwd=REPO, env=anonymous, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused.stdout[-2000:] + refused.stderr[-2000:]
 
     # -- the pool, then every deployment of prefect.yaml, as the README tells users to
     _sh([prefect, "--no-prompt", "work-pool", "create", POOL, "--type", "process"], env)

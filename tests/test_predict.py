@@ -171,6 +171,7 @@ def test_bad_inputs_are_one_error_line_and_write_nothing(world, raw, tmp_path): 
     _no_leftovers(out)
 
 
+@pytest.mark.slow  # 600k rows, ~70 s: the CI suite checks partitioned scoring (parts > 1) in the CSV test
 def test_client_memory_stays_flat_as_the_input_grows(world, tmp_path):  # noqa: F811
     """The client never holds the data: its peak RSS on an input ~40x larger than the block size
     is the same as on a tiny one, while the input alone would take ~90 MB in pandas."""
@@ -247,3 +248,39 @@ def test_output_columns_per_task_are_the_pyfunc_predictions(task):
         np.testing.assert_array_equal(got["prediction"].to_numpy(), want)
     empty = predict.score_frame(None, df.iloc[:0], manifest, ["id"])  # the output schema, from no rows
     assert list(empty.columns) == list(got.columns) and len(empty) == 0
+
+
+def test_hive_partitioned_parquet_is_scored_with_its_partition_columns(world, raw, expected, tmp_path):  # noqa: F811
+    """Spark's layout partitioned by a feature (region=.../part-*.parquet, _SUCCESS, .crc files):
+    the folders give the feature, as in training (tasks.data.inputs.read_columns)."""
+    from tests.test_bad_data import spark_layout
+
+    data = spark_layout(tmp_path / "landing", raw["df"], ["region"])
+    assert "region" not in pd.read_parquet(next(data.rglob("part-*.parquet"))).columns
+    out = tmp_path / "scored"
+    proc = _predict(world, "--model", CHAMPION, "--data", str(data), "--out", str(out), "--keep", "customer_id,region")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = pd.read_parquet(out)
+    by_id = raw["df"].assign(expected=expected).set_index("customer_id")
+    assert len(scored) == len(raw["df"]) and scored["customer_id"].is_unique
+    want = by_id.loc[scored["customer_id"].to_numpy()]
+    np.testing.assert_allclose(scored["probability"].to_numpy(np.float64), want["expected"].to_numpy(), rtol=1e-6, atol=0)
+    assert scored["region"].fillna("").tolist() == want["region"].fillna("").tolist()
+
+
+def test_declared_missing_values_are_missing_when_scoring(world, tmp_path):  # noqa: F811
+    """A feature whose manifest declares missing_values (the expectations file's, at training) is
+    read as training reads it: 'unknown' is missing, not a failed float conversion."""
+    import dask
+
+    manifest = {**world["manifest"], "features": [
+        {**f, "missing_values": ["unknown", "-999"]} if f["name"] == "tenure_months" else f for f in world["manifest"]["features"]
+    ]}
+    df = make_churn(300, seed=4).astype({"tenure_months": object})
+    df.loc[[3, 30], "tenure_months"] = ["unknown", "-999"]
+    df.to_csv(tmp_path / "in.csv", index=False)
+    frame, keep, _ = predict.open_input(str(tmp_path / "in.csv"), manifest, 64 * 1024)
+    with dask.config.set(scheduler="sync"):
+        got = frame.compute().reset_index(drop=True)
+    assert keep == ["customer_id"] and got["tenure_months"].dtype == "float64"
+    assert got["tenure_months"].isna().sum() == 2 and got.loc[[3, 30], "tenure_months"].isna().all()

@@ -28,7 +28,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tasks.contracts import LABEL_COLUMN
 from tasks.errors import TuneflowError
-from tasks.objectstore import filesystem, unstrip
+from tasks.objectstore import check_reachable, file_link, filesystem, not_utf8, unreachable_reason, unstrip
 
 SAMPLE_ROWS = 50_000
 CSV_BLOCKSIZE = "128MB"  # one Dask partition; shards come out ~30-60 MB of Parquet each
@@ -54,11 +54,13 @@ def _read_sample(file_uri: str, storage_options: dict[str, Any]) -> pd.DataFrame
                 if table.metadata.num_rows == 0:
                     return table.schema_arrow.empty_table().to_pandas()
                 return next(table.iter_batches(batch_size=SAMPLE_ROWS)).to_pandas()
-            compression = "gzip" if file_uri.endswith(".gz") else None
+            compression = compression_of(file_uri)
             return pd.read_csv(f, nrows=SAMPLE_ROWS, compression=compression)
     except pd.errors.EmptyDataError as exc:
         raise TuneflowError(f"{file_uri} is empty.", "give a file with a header row and data rows.") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except UnicodeDecodeError as exc:  # a ValueError: before the generic message
+        raise not_utf8(file_uri, "The --data file", exc, "then point --data at the converted file(s).") from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
         if isinstance(exc, TuneflowError):
             raise
         raise TuneflowError(
@@ -210,7 +212,8 @@ def read_columns(
     """The columns `dtypes` names, in that order and with those dtypes, from every file: the one
     read rule of validation, shard and scoring. Partition folders (key=value) are columns like the
     others; a column's `missing` values are missing (read as text, masked, then converted: a value
-    that still is not a number raises ValueError, as any non-number in a numeric column does)."""
+    that still is not a number raises ValueError, as any non-number in a numeric column does).
+    A dtype of None keeps a file column as read (Parquet: its own type; CSV: pandas' inference)."""
     missing = {c: v for c, v in (missing or {}).items() if c in dtypes}
     uris = [f["uri"] for f in files]
     keys = [k for k in partition_keys(files) if k in dtypes]
@@ -221,13 +224,13 @@ def read_columns(
         absent = [c for c in dtypes if c not in ddf.columns]
         if absent:
             raise TuneflowError(f"Parquet files lack columns {absent}.", "make every file share one schema.")
-        ddf = ddf[list(dtypes)].astype(read_as)
+        ddf = ddf[list(dtypes)].astype({c: t for c, t in read_as.items() if t is not None})
     else:
-        compression = "gzip" if uris[0].endswith(".gz") else None
+        compression = compression_of(uris[0])
         in_files = [c for c in read_as if c not in keys]
         ddf = dd.read_csv(
             uris,
-            dtype={c: read_as[c] for c in in_files},
+            dtype={c: read_as[c] for c in in_files if read_as[c] is not None},
             blocksize=None if compression else blocksize,
             compression=compression,
             storage_options=storage_options,
@@ -288,7 +291,10 @@ def expand_inputs(uri: str, storage_options: dict[str, Any] | None = None) -> li
     """List the data files behind a file, glob or prefix, with identities for the fingerprint.
 
     A file under key=value folders below the folder (or the glob's fixed part) carries them as
-    `partitions`."""
+    `partitions`. A remote URI is probed first (tasks.objectstore.check_reachable): an endpoint that
+    cannot be reached fails in a few seconds with one error, not after botocore's minutes of retries.
+    A chained URL (zip://*.csv::s3://bucket/a.zip) keeps its chain in every file's URI."""
+    check_reachable(uri, storage_options)
     fs, path = filesystem(uri, storage_options)
     root: str | None = None  # what a folder or a glob lists: partitions, hidden names and links are relative to it
     try:
@@ -307,6 +313,11 @@ def expand_inputs(uri: str, storage_options: dict[str, Any] | None = None) -> li
             paths = []
     except PermissionError as exc:
         raise TuneflowError(f"Cannot read {uri}: {exc}.", "check the credentials and the bucket policy.") from exc
+    except OSError as exc:
+        reason = unreachable_reason(exc)
+        if reason is None:
+            raise
+        raise TuneflowError(f"Cannot reach {uri}: {reason} while listing it.", "check the endpoint and the network, then run again.") from None
     if not paths:
         raise TuneflowError(
             f"No data found at {uri}.",
@@ -317,8 +328,9 @@ def expand_inputs(uri: str, storage_options: dict[str, Any] | None = None) -> li
     files = []
     for p in paths:
         info = fs.info(p)
-        identity = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-        record: dict[str, Any] = {"uri": unstrip(fs, p), "size": int(info.get("size") or 0), "identity": str(identity)}
+        # a zip member (a chained URL) has no mtime: its CRC-32 identifies its content
+        identity = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("CRC")
+        record: dict[str, Any] = {"uri": unstrip(fs, p, uri), "size": int(info.get("size") or 0), "identity": str(identity)}
         partitions = _partition_values(root, p)
         if partitions:
             record["partitions"] = partitions
@@ -345,9 +357,10 @@ def _hidden(root: str, path: str) -> bool:
 
 def _partition_values(root: str | None, path: str) -> dict[str, Any]:
     """{key: value} of the key=value folders between `root` and the file (every folder level must be one)."""
-    if root is None or not path.startswith(root.rstrip("/") + "/"):
+    prefix = root.rstrip("/") + "/" if root else ""  # "": the root of an archive (zip://*/*.csv::...)
+    if root is None or not path.startswith(prefix):
         return {}
-    folders = path[len(root.rstrip("/")) + 1 :].split("/")[:-1]
+    folders = path[len(prefix) :].split("/")[:-1]
     if not folders or not all(_HIVE_SEGMENT.fullmatch(d) for d in folders):
         return {}
     values: dict[str, Any] = {}
@@ -392,9 +405,14 @@ def _first_link(root: str, path: str) -> str | None:
     return None
 
 
+def compression_of(uri: str) -> str | None:
+    """'gzip' for a .gz file (of a chained URL: its first link, the file itself), else None."""
+    return "gzip" if file_link(uri).lower().endswith(".gz") else None
+
+
 def file_format(uri: str) -> str:
-    """'csv' or 'parquet', from the file name."""
-    lower = uri.lower()
+    """'csv' or 'parquet', from the file name (of a chained URL: its first link, the file itself)."""
+    lower = file_link(uri).lower()
     if lower.endswith((".parquet", ".pq")):
         return "parquet"
     if lower.endswith((".csv", ".csv.gz", ".txt")):

@@ -32,9 +32,14 @@ DEFAULT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 
 def dataset_name(data_uri: str) -> str:
     """A readable dataset name from the input path: 'data/churn.csv' -> 'churn'."""
-    parts = [p for p in data_uri.split("://")[-1].split("/") if p and not any(c in p for c in "*?[")]
+    from tasks.objectstore import file_link  # a chained URL: the file's own link (zip://churn.csv::s3://b/a.zip -> churn)
+
+    def named(uri: str) -> list[str]:
+        return [p for p in uri.split("://")[-1].split("/") if p and not any(c in p for c in "*?[")]
+
+    parts = named(file_link(data_uri)) or named(data_uri.split("::")[-1])  # zip://::s3://b/churn.zip: the archive's name
     stem = parts[-1] if parts else ""
-    stem = re.sub(r"\.(csv|parquet|pq|gz|txt)$", "", stem.lower()).rstrip(".")
+    stem = re.sub(r"\.(csv|parquet|pq|gz|txt|zip|tar)$", "", stem.lower()).rstrip(".")
     return re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-") or "dataset"
 
 

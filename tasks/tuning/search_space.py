@@ -35,7 +35,10 @@ matches, and a clause on an inactive parameter matches nothing.
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -45,6 +48,7 @@ from typing import Any
 import optuna
 import yaml
 
+from tasks import yamltext
 from tasks.contracts import DEFAULT_MAX_BIN
 from tasks.errors import TuneflowError
 from tasks.objectstore import filesystem
@@ -64,7 +68,10 @@ _SECTIONS = {"parameters", "conditions", "forbiddens"}
 _CONDITION_TYPES = ("EQ", "NEQ", "IN")
 _FORBIDDEN_TYPES = ("EQUALS", "IN", "AND")
 _ENUMERATE_LIMIT = 100_000
+_GRID_LIMIT = 1_000_000  # configurations a grid search may list (Optuna's GridSampler holds them all)
+_INT_LIMIT = 2**53  # int bounds Optuna handles exactly (it computes with floats)
 _SCALARS = (str, int, float, bool)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _FIX = "see data/search_space.yaml for the format: NAME: {type: float|int|categorical, low, high[, log][, step]} or {type: categorical, choices: [...]}."
 _FIX_CONDITION = (
@@ -205,15 +212,23 @@ class SearchSpace:
         """A trial's full configuration: the space's fixed values plus what Optuna sampled."""
         return {**{k: v for k, v in self.params.items() if not isinstance(v, dict)}, **sampled}
 
+    def grid_size(self) -> int | None:
+        """How many configurations a grid over the tunable parameters has (None: one is continuous), without listing them."""
+        counts = [_count(self.params[name]) for name in self.tunable]
+        return None if None in counts else math.prod(counts)
+
     def grid(self) -> dict[str, list[Any]]:
         """The finite values of every tunable parameter, for grid search."""
-        grid: dict[str, list[Any]] = {}
         for name in self.tunable:
-            values = _finite_values(self.params[name])
-            if values is None:
-                raise TuneflowError(f"Parameter '{name}' is continuous, so a grid cannot list its values.", "give it a step, or use another --sampler.")
-            grid[name] = values
-        return grid
+            if _count(self.params[name]) is None:
+                raise TuneflowError(f"Parameter {name!r} is continuous, so a grid cannot list its values.", "give it a step, or use another --sampler.")
+        size = self.grid_size()
+        if size is not None and size > _GRID_LIMIT:
+            raise TuneflowError(
+                f"The space's grid has {size:.3g} configurations, more than a grid search can list ({_GRID_LIMIT:,}).",
+                "narrow the ranges or take larger steps, or use another --sampler.",
+            )
+        return {name: _finite_values(self.params[name]) for name in self.tunable}
 
     def to_json(self) -> Any:
         """The flat mapping when there are no conditions or forbiddens (study names hash it), else the sectioned form."""
@@ -255,28 +270,70 @@ def _suggest_one(trial: optuna.Trial, name: str, spec: dict[str, Any]) -> Any:
     return trial.suggest_categorical(name, spec["choices"])
 
 
+def _count(spec: dict[str, Any]) -> int | None:
+    """How many values a tunable parameter takes (None: continuous), without listing them."""
+    if spec["type"] == "categorical":
+        return len(spec["choices"])
+    if spec["type"] == "int":
+        return (int(spec["high"]) - int(spec["low"])) // int(spec.get("step", 1)) + 1
+    if not spec.get("step"):
+        return None
+    approx = (spec["high"] - spec["low"]) / spec["step"]  # finite: the checks bound low, high and step
+    if approx > _GRID_LIMIT * 10:
+        return int(approx) + 1
+    low, step = Decimal(str(spec["low"])), Decimal(str(spec["step"]))
+    return int((Decimal(str(spec["high"])) - low) // step) + 1
+
+
 def _finite_values(spec: dict[str, Any]) -> list[Any] | None:
-    """A tunable parameter's values when there are finitely many, else None."""
+    """A tunable parameter's values when there are finitely many, else None (call it on a grid of a listable size)."""
     if spec["type"] == "categorical":
         return list(spec["choices"])
     if spec["type"] == "int":
         return list(range(int(spec["low"]), int(spec["high"]) + 1, int(spec.get("step", 1))))
-    if not spec.get("step"):
+    n = _count(spec)
+    if n is None:
         return None
     low, step = Decimal(str(spec["low"])), Decimal(str(spec["step"]))
-    n = int((Decimal(str(spec["high"])) - low) // step)
-    return [float(low + k * step) for k in range(n + 1)]
+    return [float(low + k * step) for k in range(n)]
 
 
 def _read_yaml(path: str, what: str, option: str) -> Any:
+    """The file's one document: JSON for a .json file, else YAML (a superset, also reading 1e-3 as a
+    number). The parsers get bytes: UTF-8, or UTF-16 after a BOM; another encoding is refused."""
     try:
         fs, p = filesystem(path)
-        with fs.open(p, "r") as f:
-            return yaml.safe_load(f)
+        if fs.isdir(p):
+            raise IsADirectoryError(path)
+        with fs.open(p, "rb") as f:
+            raw = f.read()
     except FileNotFoundError as exc:
         raise TuneflowError(f"{what} file {path} does not exist.", f"pass {option} with an existing YAML/JSON file.") from exc
+    except (OSError, ValueError) as exc:
+        raise TuneflowError(f"Cannot read {what.lower()} file {path}: {_one_line(exc)}.", f"pass {option} with a readable YAML/JSON file.") from exc
+    try:
+        return json.loads(raw) if path.lower().endswith(".json") else yamltext.load(raw)
     except yaml.YAMLError as exc:
-        raise TuneflowError(f"{what} file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}.", "fix its syntax.") from exc
+        raise TuneflowError(f"{what} file {path} is not valid YAML/JSON: {_yaml_reason(exc)}.", "fix its syntax.") from exc
+    except ValueError as exc:  # json.JSONDecodeError, bytes that are not UTF-8/16/32, a number of more than 4300 digits
+        raise TuneflowError(f"{what} file {path} is not valid YAML/JSON: {_one_line(exc)}.", "fix its syntax.") from exc
+    except RecursionError as exc:
+        raise TuneflowError(f"{what} file {path} is nested too deeply to read.", "write it with a few levels of nesting, as data/search_space.yaml does.") from exc
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """What the parser found and where (its message also quotes the file's lines)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not problem:
+        return _one_line(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return _one_line(Exception(f"{context + ', ' if context else ''}{problem}{where}"))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 def load_space(path: str | None) -> SearchSpace:
@@ -286,14 +343,44 @@ def load_space(path: str | None) -> SearchSpace:
     return check_space(_read_yaml(path, "Search-space", "--space"), path)
 
 
-def load_configs(path: str | None) -> list[dict[str, Any]]:
-    """Configurations to try first (a YAML/JSON list of parameter mappings), e.g. known good ones."""
+def load_configs(path: str | None, space: SearchSpace | None = None) -> list[dict[str, Any]]:
+    """Configurations to try first (a YAML/JSON list of parameter mappings), e.g. known good ones.
+
+    Each value is a plain finite value; with `space`, each name is one of its parameters and each
+    value one the parameter can take (Optuna would fail the trial on a categorical value outside
+    the choices, and take any other out-of-range value as it is)."""
     if path is None:
         return []
     configs = _read_yaml(path, "Enqueue", "--enqueue")
     if not isinstance(configs, list) or not all(isinstance(c, dict) and c for c in configs):
-        raise TuneflowError(f"{path} must hold a list of parameter mappings.", "write e.g. [{max_depth: 6, learning_rate: 0.1}].")
+        raise TuneflowError(f"{path} must hold a list of parameter mappings.", _FIX_ENQUEUE)
+    for i, config in enumerate(configs, 1):
+        for name, value in config.items():
+            _check_config_value(name, value, space, f"{path}: configuration {i}")
     return configs
+
+
+_FIX_ENQUEUE = "write e.g. [{max_depth: 6, learning_rate: 0.1}]."
+
+
+def _check_config_value(name: Any, value: Any, space: SearchSpace | None, where: str) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise TuneflowError(f"{where} has parameter name {name!r}, not an XGBoost parameter name.", _FIX_ENQUEUE)
+    if not isinstance(value, _SCALARS) or (isinstance(value, float) and not math.isfinite(value)):
+        raise TuneflowError(f"{where} sets {name!r} to {value!r}, not a finite number, a text or a boolean.", _FIX_ENQUEUE)
+    if space is None:
+        return
+    if name not in space.params:
+        close = difflib.get_close_matches(name, list(space.params), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TuneflowError(f"{where} sets {name!r}, which is not a parameter of the search space ({', '.join(space.params)}).", f"{hint}name the space's parameters.")
+    spec = space.params[name]
+    if not isinstance(spec, dict):
+        if not _same(value, spec):
+            raise TuneflowError(f"{where} sets {name!r} to {value!r}, but the search space fixes it at {spec!r}.", f"drop {name!r} from the configuration, or make it tunable.")
+        return
+    if _outside(spec, (value,)) is not None:
+        raise TuneflowError(f"{where} sets {name!r} to {value!r}, outside {_domain(spec)}.", f"give {name!r} a value the search space allows.")
 
 
 def as_space(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
@@ -336,42 +423,70 @@ def _check_params(space: Any, source: str) -> None:
     for name, spec in space.items():
         if not isinstance(name, str):
             raise TuneflowError(f"{source}: parameter name {name!r} is not a string.", _FIX)
+        if not _NAME.fullmatch(name):  # XGBoost's names; Optuna, MLflow and the study name take them as they are
+            raise TuneflowError(f"{source}: parameter name {name!r} is not an XGBoost parameter name.", "use XGBoost's names (letters, digits and _), e.g. max_depth.")
         if not isinstance(spec, dict):
+            if isinstance(spec, float) and not math.isfinite(spec):
+                raise TuneflowError(f"{source}: parameter {name!r} is fixed at {spec!r}.", "give it a finite number, or leave it out.")
             if isinstance(spec, _SCALARS):
                 continue
-            raise TuneflowError(f"{source}: parameter '{name}' has an unusable value {spec!r}.", _FIX)
+            raise TuneflowError(f"{source}: parameter {name!r} has an unusable value {spec!r}.", _FIX)
         kind = spec.get("type")
         if not isinstance(kind, str) or kind not in _TYPES:
-            raise TuneflowError(f"{source}: parameter '{name}' has type {kind!r}.", _FIX)
+            raise TuneflowError(f"{source}: parameter {name!r} has type {kind!r}.", _FIX)
         allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
         extra = set(spec) - allowed
         if extra:
-            raise TuneflowError(f"{source}: parameter '{name}' has unknown keys {sorted(map(str, extra))}.", _FIX)
+            raise TuneflowError(f"{source}: parameter {name!r} has unknown keys {sorted(map(str, extra))}.", _FIX)
         if kind == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
-                raise TuneflowError(f"{source}: categorical parameter '{name}' needs a non-empty 'choices' list.", _FIX)
+                raise TuneflowError(f"{source}: categorical parameter {name!r} needs a non-empty 'choices' list.", _FIX)
             bad = [c for c in choices if not isinstance(c, _SCALARS)]
             if bad:
-                raise TuneflowError(f"{source}: categorical parameter '{name}' has choice {bad[0]!r}, not a string, number or boolean.", "list plain values, e.g. choices: [gbtree, dart].")
+                raise TuneflowError(f"{source}: categorical parameter {name!r} has choice {bad[0]!r}, not a string, number or boolean.", "list plain values, e.g. choices: [gbtree, dart].")
+            infinite = [c for c in choices if isinstance(c, float) and not math.isfinite(c)]
+            if infinite:
+                raise TuneflowError(f"{source}: categorical parameter {name!r} has choice {infinite[0]!r}.", "list finite numbers, texts or booleans.")
+            twice = [c for i, c in enumerate(choices) if c in choices[:i]]  # ==, as Optuna compares them
+            if twice:
+                raise TuneflowError(
+                    f"{source}: categorical parameter {name!r} lists {twice[0]!r} twice (Optuna takes true for 1 and 1.0 for 1).",
+                    "list each choice once.",
+                )
             continue
         _check_numeric(name, kind, spec, source)
 
 
 def _check_numeric(name: str, kind: str, spec: dict[str, Any], source: str) -> None:
     low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
-    number = (int, float)
-    if not isinstance(low, number) or not isinstance(high, number) or isinstance(low, bool) or isinstance(high, bool) or low > high:
-        raise TuneflowError(f"{source}: parameter '{name}' needs numeric low <= high (got {low!r}, {high!r}).", _FIX)
+    if not _finite(low) or not _finite(high) or low > high:
+        raise TuneflowError(f"{source}: parameter {name!r} needs finite numbers low <= high (got {low!r}, {high!r}).", _FIX)
+    if not math.isfinite(float(high) - float(low)) or (kind == "int" and max(abs(low), abs(high)) > _INT_LIMIT):
+        raise TuneflowError(f"{source}: parameter {name!r} has a range [{low!r}, {high!r}] too wide to sample.", "give bounds an XGBoost parameter can take.")
+    if "log" in spec and not isinstance(spec["log"], bool):
+        raise TuneflowError(f"{source}: parameter {name!r} has log {spec['log']!r}.", "write log: true or log: false.")
     if kind == "int" and (low != int(low) or high != int(high)):
-        raise TuneflowError(f"{source}: int parameter '{name}' needs whole-number low and high (got {low!r}, {high!r}).", "use whole numbers, or type: float.")
+        raise TuneflowError(f"{source}: int parameter {name!r} needs whole-number low and high (got {low!r}, {high!r}).", "use whole numbers, or type: float.")
     if spec.get("log") and low <= 0:
-        raise TuneflowError(f"{source}: log-scaled parameter '{name}' needs low > 0.", _FIX)
-    if step is not None:
-        if not isinstance(step, number) or isinstance(step, bool) or step <= 0 or (kind == "int" and step != int(step)):
-            raise TuneflowError(f"{source}: parameter '{name}' has step {step!r}.", "use a positive step (a whole number for type: int).")
+        raise TuneflowError(f"{source}: log-scaled parameter {name!r} needs low > 0.", _FIX)
+    if "step" in spec:
+        if not _finite(step) or step <= 0 or (kind == "int" and step != int(step)):
+            raise TuneflowError(f"{source}: parameter {name!r} has step {step!r}.", "use a positive step (a whole number for type: int).")
+        if kind == "float" and (high - low) / step > _GRID_LIMIT * 10:
+            raise TuneflowError(f"{source}: parameter {name!r} has step {step!r}, too small for its range [{low!r}, {high!r}].", "take a larger step, or drop it.")
         if spec.get("log") and (kind == "float" or step != 1):
-            raise TuneflowError(f"{source}: parameter '{name}' is log-scaled and has step {step!r}; Optuna cannot combine them.", "drop the step or log: true.")
+            raise TuneflowError(f"{source}: parameter {name!r} is log-scaled and has step {step!r}; Optuna cannot combine them.", "drop the step or log: true.")
+
+
+def _finite(value: Any) -> bool:
+    """A finite int or float (not a bool); an int too large for a float is not."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _keys(entry: dict[str, Any], allowed: set[str], what: str, fix: str) -> None:
@@ -396,7 +511,7 @@ def _entries(raw: Any, section: str, source: str, fix: str) -> list[Any]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise TuneflowError(f"{source}: '{section}' must be a list.", fix)
+        raise TuneflowError(f"{source}: {section!r} must be a list.", fix)
     return raw
 
 
@@ -411,11 +526,11 @@ def _parse_condition(entry: Any, source: str, within: str | None) -> list[Condit
     if not isinstance(entry, dict):
         raise TuneflowError(f"{source}: condition {entry!r} is not a mapping.", _FIX_CONDITION)
     child, kind = entry.get("child"), entry.get("type")
-    what = f"{source}: condition on '{child}'"
+    what = f"{source}: condition on {child!r}"
     if not isinstance(child, str):
         raise TuneflowError(f"{source}: condition {entry!r} needs a 'child' parameter name.", _FIX_CONDITION)
     if within is not None and child != within:
-        raise TuneflowError(f"{source}: AND condition on '{within}' holds a condition on '{child}'.", "every condition inside an AND names the same child.")
+        raise TuneflowError(f"{source}: AND condition on {within!r} holds a condition on {child!r}.", "every condition inside an AND names the same child.")
     if kind == "AND":
         _keys(entry, {"child", "type", "conditions"}, what, _FIX_CONDITION)
         parts = entry.get("conditions")
@@ -450,9 +565,9 @@ def _parse_clauses(entry: Any, source: str) -> list[tuple[str, tuple[Any, ...]]]
         names = [n for n, _ in clauses]
         twice = next((n for n in names if names.count(n) > 1), None)
         if twice is not None:
-            raise TuneflowError(f"{source}: forbidden AND clause names '{twice}' twice.", f"give '{twice}' one clause (type: IN for several values).")
+            raise TuneflowError(f"{source}: forbidden AND clause names {twice!r} twice.", f"give {twice!r} one clause (type: IN for several values).")
         return clauses
-    what = f"{source}: forbidden clause on '{name}'"
+    what = f"{source}: forbidden clause on {name!r}"
     if not isinstance(name, str):
         raise TuneflowError(f"{source}: forbidden clause {entry!r} needs a 'name' parameter.", _FIX_FORBIDDEN)
     if not isinstance(kind, str) or kind not in _FORBIDDEN_TYPES:
@@ -485,21 +600,21 @@ def _domain(spec: dict[str, Any]) -> str:
 
 
 def _check_condition(c: Condition, params: dict[str, Any], source: str) -> None:
-    what = f"{source}: condition on '{c.child}'"
+    what = f"{source}: condition on {c.child!r}"
     for role, name in (("child", c.child), ("parent", c.parent)):
         if name not in params:
-            raise TuneflowError(f"{what} names {role} '{name}', which is not a parameter of the space.", f"add '{name}' to the parameters or fix the condition's {role}.")
+            raise TuneflowError(f"{what} names {role} {name!r}, which is not a parameter of the space.", f"add {name!r} to the parameters or fix the condition's {role}.")
         if not isinstance(params[name], dict):
             raise TuneflowError(
-                f"{what}: {role} '{name}' is a fixed value, so no condition can depend on it or switch it off.",
-                f"make '{name}' a tunable {{type: ...}} entry, or drop the condition.",
+                f"{what}: {role} {name!r} is a fixed value, so no condition can depend on it or switch it off.",
+                f"make {name!r} a tunable {{type: ...}} entry, or drop the condition.",
             )
     parent = params[c.parent]
     if parent["type"] == "float":
-        raise TuneflowError(f"{what}: parent '{c.parent}' is a float; a condition's parent must be categorical or int.", f"make '{c.parent}' categorical (or int), or drop the condition.")
+        raise TuneflowError(f"{what}: parent {c.parent!r} is a float; a condition's parent must be categorical or int.", f"make {c.parent!r} categorical (or int), or drop the condition.")
     bad = _outside(parent, c.values)
     if bad is not None:
-        raise TuneflowError(f"{what}: parent '{c.parent}' never takes {bad[0]!r}, which is outside {_domain(parent)}.", f"use values '{c.parent}' can take.")
+        raise TuneflowError(f"{what}: parent {c.parent!r} never takes {bad[0]!r}, which is outside {_domain(parent)}.", f"use values {c.parent!r} can take.")
 
 
 def _check_acyclic(conditions: tuple[Condition, ...], source: str) -> None:
@@ -511,7 +626,7 @@ def _check_acyclic(conditions: tuple[Condition, ...], source: str) -> None:
     def visit(name: str, path: list[str]) -> None:
         if name in path:
             cycle = " <- ".join([*path[path.index(name):], name])
-            raise TuneflowError(f"{source}: parameter '{name}' is its own ancestor through conditions ({cycle}).", f"remove one of the conditions in the cycle of '{name}'.")
+            raise TuneflowError(f"{source}: parameter {name!r} is its own ancestor through conditions ({cycle}).", f"remove one of the conditions in the cycle of {name!r}.")
         if name in done:
             return
         for p in parents.get(name, ()):
@@ -524,22 +639,21 @@ def _check_acyclic(conditions: tuple[Condition, ...], source: str) -> None:
 
 def _check_forbidden(f: Forbidden, params: dict[str, Any], source: str) -> None:
     for name, values in f.clauses:
-        what = f"{source}: forbidden clause on '{name}'"
+        what = f"{source}: forbidden clause on {name!r}"
         if name not in params:
-            raise TuneflowError(f"{what}: '{name}' is not a parameter of the space.", f"add '{name}' to the parameters or fix the clause's name.")
+            raise TuneflowError(f"{what}: {name!r} is not a parameter of the space.", f"add {name!r} to the parameters or fix the clause's name.")
         spec = params[name]
         if not isinstance(spec, dict):
-            raise TuneflowError(f"{what}: '{name}' is a fixed value, so the clause would forbid all or nothing.", f"make '{name}' tunable, or drop the clause.")
+            raise TuneflowError(f"{what}: {name!r} is a fixed value, so the clause would forbid all or nothing.", f"make {name!r} tunable, or drop the clause.")
         bad = _outside(spec, values)
         if bad is not None:
-            raise TuneflowError(f"{what}: {bad[0]!r} is outside {_domain(spec)}.", f"forbid values '{name}' can take.")
+            raise TuneflowError(f"{what}: {bad[0]!r} is outside {_domain(spec)}.", f"forbid values {name!r} can take.")
 
 
 def _check_not_all_forbidden(space: SearchSpace, source: str) -> None:
     """On a small finite space, refuse forbiddens that leave no configuration to try."""
-    if not space.forbidden or any(_finite_values(space.params[n]) is None for n in space.tunable):
-        return
-    if math.prod(len(v) for v in space.grid().values()) > _ENUMERATE_LIMIT:
+    size = space.grid_size() if space.forbidden else None
+    if size is None or size > _ENUMERATE_LIMIT:
         return
     if all(space.forbidden_by(config) for config in space.configurations()):
         clauses = "; ".join(str(f) for f in space.forbidden)

@@ -13,15 +13,18 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from tasks.errors import TuneflowError
+from tasks.redact import with_password
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage for sqlite:// and postgresql:// URLs, a journal file for anything else."""
+    """RDB storage for sqlite:// and postgresql:// URLs, a journal file for anything else. A URL
+    whose password the CLI held back (tasks.redact.hold_password) gets it back here."""
+    url = with_password(url)
     if "://" in url and not url.startswith(("journal://", "file://")):
         if not url.startswith(("sqlite", "postgresql", "mysql")):
-            raise TuneflowError(f"Unsupported study storage URL {url}.", "use a journal file path, sqlite:///FILE or postgresql://USER:PASS@HOST/DB.")
+            raise TuneflowError(f"Unsupported study storage URL {url}.", "use a journal file path, sqlite:///FILE or postgresql://USER@HOST/DB (the password in PGPASSWORD).")
         try:
             return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=None)
         except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from typing import Any
 
 import yaml
 
+from tasks import yamltext
 from tasks.errors import TuneflowError
 from tasks.objectstore import filesystem
 from tasks.validation.catalog import build_expectation, expectation_class
@@ -39,7 +41,9 @@ def load_expectations(path: str | None) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise TuneflowError(f"Cannot read expectations file {path}: {first_line(exc)}.", "check the path and its permissions.") from exc
     try:
-        data = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if path.lower().endswith(".json") else yamltext.load(text)
+    except RecursionError as exc:
+        raise TuneflowError(f"Expectations file {path} is nested too deeply to read.", FIX_FORMAT) from exc
     except json.JSONDecodeError as exc:
         raise TuneflowError(f"Expectations file {path} is not valid JSON: {exc}.", f"fix the syntax; {FIX_FORMAT}") from exc
     except yaml.YAMLError as exc:
@@ -47,8 +51,10 @@ def load_expectations(path: str | None) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        reason = getattr(exc, "problem", None) or first_line(exc)
+        reason = " ".join((getattr(exc, "problem", None) or first_line(exc)).split())
         raise TuneflowError(f"Expectations file {path} is not valid YAML{where}: {reason}.", f"fix the syntax; {FIX_FORMAT}") from exc
+    except ValueError as exc:  # e.g. a number of more than 4300 digits
+        raise TuneflowError(f"Expectations file {path} cannot be read: {first_line(exc)}.", f"fix the value; {FIX_FORMAT}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -68,7 +74,7 @@ def check_expectations(data: dict[str, Any], path: str) -> dict[str, Any]:
     columns = data.get("columns") or {}
     if not isinstance(columns, dict):
         raise TuneflowError(f"{path}: 'columns' must map column names to rules, not {type(columns).__name__}.", FIX_FORMAT)
-    out_columns = {str(name): _check_rules(rules, f"{path}: columns.{name}") for name, rules in columns.items()}
+    out_columns = {str(name): _check_rules(rules, f"{path}: columns.{_shown(name)}") for name, rules in columns.items()}
     if out_columns:
         out["columns"] = out_columns
     raw = data.get("expectations") or []
@@ -87,6 +93,8 @@ def _check_rules(rules: Any, where: str) -> dict[str, Any]:
     for bound in ("min", "max"):
         if bound in rules and not is_number(rules[bound]):
             raise TuneflowError(f"{where}.{bound} must be a number, not {rules[bound]!r}.", FIX_FORMAT)
+        if bound in rules and not _finite(rules[bound]):
+            raise TuneflowError(f"{where}.{bound} must be a finite number, not {rules[bound]!r}.", f"give a number, or leave {bound} out for no bound.")
     if "min" in rules and "max" in rules and rules["min"] > rules["max"]:
         raise TuneflowError(f"{where}: min {rules['min']} is greater than max {rules['max']}.", "swap them.")
     if "allowed" in rules:
@@ -113,7 +121,9 @@ def _check_raw(entry: Any, where: str) -> dict[str, Any]:
     kwargs = entry.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         raise TuneflowError(f"{where}.kwargs must be a mapping of keyword arguments.", FIX_FORMAT)
-    etype = str(entry["type"])
+    etype = entry["type"]
+    if not isinstance(etype, str) or not etype.isidentifier():
+        raise TuneflowError(f"{where}.type {etype!r} is not an expectation name.", "use a Great Expectations 1.x expectation name in snake_case, e.g. expect_column_values_to_be_between.")
     expectation_class(etype, where)
     build_expectation(etype, kwargs, where)  # checks the kwargs now, not on a worker
     return {"type": etype, "kwargs": kwargs}
@@ -124,4 +134,19 @@ def _reject_unknown(keys: Any, known: tuple[str, ...], what: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise TuneflowError(f"{what} '{key}' (known: {', '.join(known)}).", f"{hint}{FIX_FORMAT}")
+            raise TuneflowError(f"{what} {_shown(key)!r} (known: {', '.join(known)}).", f"{hint}{FIX_FORMAT}")
+
+
+def _shown(name: Any) -> str:
+    """A user's key as text in a one-line message: as it is, or escaped when it holds control characters."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _finite(value: Any) -> bool:
+    if not is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False

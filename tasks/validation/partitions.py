@@ -23,6 +23,8 @@ from tasks.validation.values import EXAMPLES, examples, plain
 _local = threading.local()  # compiled suites per worker thread (GX objects are not documented thread-safe)
 SUITE_BUILDS = 0  # how many suites this process compiled (tests check the cache with it)
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the shards and XGBoost hold features as float32
+
 
 class CompiledSuite:
     """A plan's expectations ready to run: rules.py's here, the others by a GX suite built on first need."""
@@ -81,9 +83,9 @@ def validate_partition(df: pd.DataFrame, plan: SuitePlan) -> PartitionResult:
     numeric_ranges, infinite = {}, {}
     for col in list(plan.numeric) + [c for c in plan.coerce if c not in plan.numeric]:
         values = df[col]
-        inf = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
-        if inf.any():  # CSV inf/-inf/Infinity and Parquet float infinities: XGBoost cannot train on them
-            signs = ["inf" if v > 0 else "-inf" for v in values[inf].unique()]
+        inf = np.abs(values.to_numpy(dtype="float64", na_value=np.nan)) > FLOAT32_MAX
+        if inf.any():  # CSV inf/-inf/Infinity, Parquet float infinities, and numbers the float32 shards would turn into them: XGBoost cannot train on them
+            signs = [("inf" if v > 0 else "-inf") if np.isinf(v) else repr(float(v)) for v in values[inf].unique()]
             infinite[col] = BadValues(int(inf.sum()), sorted(signs, reverse=True))
             values = values[~inf]
         numeric_ranges[col] = [plain(values.min()), plain(values.max())] if values.notna().any() else None

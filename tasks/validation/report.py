@@ -61,7 +61,8 @@ def _fix_hint(r: dict[str, Any]) -> str:
     if name == "expect_column_values_to_be_of_type":
         return "clean the non-numeric values in the numeric columns named above (or make the column all text)"
     if name == "expect_column_values_to_be_finite":
-        return f"replace the infinite values (inf, -inf, Infinity) of '{r['column']}' with finite numbers, or leave those cells empty (missing)"
+        return (f"replace the infinite values (inf, -inf, Infinity, or beyond +-3.4e38, which XGBoost's float32 cannot hold) of '{r['column']}' "
+                "with finite numbers, or leave those cells empty (missing)")
     return "fix the data, or the rule in the expectations file if the data is right"
 
 
