@@ -214,6 +214,10 @@ def watch(
     from tasks.arrival.zones import load_zones
     from tasks.errors import TuneflowError
 
+    import logging
+
+    # Prefect's events worker warns "Still processing items" while it sends the last event at exit
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
     try:
         the_zones = load_zones(zones)
         if not os.environ.get("PREFECT_API_URL"):
@@ -224,7 +228,7 @@ def watch(
         while True:
             for zone, check in look_once(the_zones, os.path.abspath(zones), store):
                 console.print(escape(f"{time.strftime('%H:%M:%S')} zone {zone.name}: {check.status}"
-                                     + (f" -> event {check.arrival.event_id}" if check.arrival else "")))
+                                     + (f" -> event {check.arrival.event_id}" if check.arrival else "")), soft_wrap=True)
             if once:
                 return
             time.sleep(interval)
@@ -251,7 +255,7 @@ def relay(
         if not os.environ.get("PREFECT_API_URL"):
             raise TuneflowError("PREFECT_API_URL is not set, so the landed events would go nowhere.",
                                 "point it at your Prefect server, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api.")
-        server = serve(Relay(the_zones, os.path.abspath(zones), store, log=lambda m: console.print(escape(m))), host, port, token_from_env())
+        server = serve(Relay(the_zones, os.path.abspath(zones), store, log=lambda m: console.print(escape(m), soft_wrap=True)), host, port, token_from_env())
     except TuneflowError as exc:
         _fail(exc)
     except OSError as exc:
