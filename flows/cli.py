@@ -111,7 +111,7 @@ def run(
     try:
         chosen_device, chosen_placement = _choice(Device, device, "--device"), _choice(Placement, placement, "--placement")
         chosen_sampler = _choice(Sampler, sampler, "--sampler")
-        choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
+        choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives), early_stopping_rounds=early_stopping_rounds)
         # the input policy (tasks/policy.py); a password in --storage stays in this process, out of the flow's parameters
         storage = check_cli_inputs(warn=lambda m: console.print(escape(f"warning: {m}")), data=data, space=space, expectations=expectations, enqueue=enqueue,
                                    store=store, storage=storage, study_name=study_name, model_name=model_name, dataset_name=dataset_name, warm_start=warm_start)

@@ -83,7 +83,7 @@ def tune_xgboost(
     # the input policy (tasks/policy.py): parameters may come from a deployment or an event
     check_flow_inputs(data=data, space=space, expectations=expectations, enqueue=enqueue, store=store, storage=storage,
                       study_name=study_name, model_name=model_name, dataset_name=dataset_name, warm_start=warm_start)
-    choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives))
+    choices = search_choices(strategy, pruner, fidelity, schedule, population, max_rounds, multi_objective=bool(objectives and "," in objectives), early_stopping_rounds=early_stopping_rounds)
     plan = plan_run(data, target, task, metric, space, expectations, seed, row_key, n_trials, timeout, parallelism, enqueue, sample=sample, dataset_name=dataset_name)
     tuning = plan_tuning(
         plan, choices, n_trials=n_trials, sampler=sampler, objectives=objectives, within=within, stop_at=stop_at,

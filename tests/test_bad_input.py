@@ -131,6 +131,7 @@ def test_one_class_target_fails_validation(home: Path, tmp_path: Path) -> None:
         (("--sample", "1.5"), ("--sample",)),
         (("--sample", "abc"), ("--sample",)),
         (("--dataset-name", "../Churn"), ("Bad --dataset-name '../Churn'", "lower-case letters")),
+        (("--early-stopping-rounds", "-5"), ("Bad --early-stopping-rounds -5", "0 turns early stopping off")),
     ],
 )
 def test_bad_tuning_settings_are_refused_before_any_work(good_csv: Path, home: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:

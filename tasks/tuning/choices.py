@@ -45,6 +45,7 @@ def search_choices(
     max_rounds: int = 500,
     segments: int = DEFAULT_PBT_SEGMENTS,
     multi_objective: bool = False,
+    early_stopping_rounds: int = 0,
 ) -> SearchChoices:
     """The checked choices; `pruner=None` means the default for the strategy (and for a
     multi-objective study, which Optuna's pruners cannot judge: none)."""
@@ -53,6 +54,8 @@ def search_choices(
     chosen_schedule = _member(Schedule, schedule, "--schedule")
     if max_rounds < 1:
         raise TuneflowError(f"Bad --max-rounds {max_rounds}.", "use --max-rounds 1 or more.")
+    if early_stopping_rounds < 0:  # a negative patience stops every trial after its first round
+        raise TuneflowError(f"Bad --early-stopping-rounds {early_stopping_rounds}.", "use 1 or more rounds without improvement (0 turns early stopping off).")
     if chosen_strategy == Strategy.PBT:
         if multi_objective:
             raise TuneflowError("--strategy pbt optimises one objective.", "use --strategy search with several --objectives.")
