@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import fsspec
 from fsspec.core import url_to_fs
 
-from tasks.errors import TuneflowError
+from tasks.errors import TuneflowError, is_transient
 
 # Reachability probes (check_reachable, check_writable): a few quick tries, then one clear error.
 # botocore's own retries are off for the probe (its default is 5 attempts with backoff: ~6 s per
@@ -205,8 +205,13 @@ def _with_retries(uri: str, what: str, options: dict[str, Any], attempt: Any) ->
                     "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or name a credentials block in TUNEFLOW_S3_CREDENTIALS_BLOCK.",
                 ) from None
             reason = unreachable_reason(exc)
-            if reason is None:
+            if reason is None and not is_transient(exc):  # e.g. a missing object: the caller says what is missing
                 raise
+            if i + 1 == REACH_TRIES and reason is None:  # a 5xx / SlowDown that lasted: not the user's fault, still one line
+                raise TuneflowError(
+                    f"{uri} ({what}) kept failing: {_first_line(exc)} ({_endpoint(uri, options)}; {REACH_TRIES} tries).",
+                    "the store is having trouble: try again shortly, or check the endpoint's health.",
+                ) from None
             if i + 1 == REACH_TRIES:
                 raise TuneflowError(
                     f"Cannot reach {uri} ({what}): {reason} ({_endpoint(uri, options)}; {REACH_TRIES} tries).", _unreachable_fix(uri),

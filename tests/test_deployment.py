@@ -273,6 +273,7 @@ def test_deploy_and_run_through_a_process_worker(prefect_stack, tmp_path: Path) 
 
     from mlflow import MlflowClient
 
-    mlflow = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    registry = f"sqlite:///{home / 'mlflow.db'}"
+    mlflow = MlflowClient(tracking_uri=registry, registry_uri=registry)  # not the process's registry: earlier in-process tests set it
     version = mlflow.get_model_version_by_alias(report["registered"]["model_name"], "champion")
     assert int(version.version) == report["registered"]["version"] == 1

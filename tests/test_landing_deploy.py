@@ -129,7 +129,8 @@ def test_arrivals_start_one_run_each_and_compete_for_champion(prefect_stack, s3_
     report2 = _only_report(home, exclude={report1["study_name"]})
     assert report2["dataset"] == ZONE and sum(report2["rows"].values()) == 4000
     assert report2["registered"]["version"] == 2 and report2["warm_start"]["from"] == report1["study_name"]
-    mlflow = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    registry = f"sqlite:///{home / 'mlflow.db'}"
+    mlflow = MlflowClient(tracking_uri=registry, registry_uri=registry)  # not the process's registry: earlier in-process tests set it
     versions = {int(v.version): v for v in mlflow.search_model_versions(f"name='tuneflow-{ZONE}'")}
     assert set(versions) == {1, 2}
     champion = mlflow.get_model_version_by_alias(f"tuneflow-{ZONE}", "champion")

@@ -206,7 +206,7 @@ def read_columns(
     storage_options: dict[str, Any],
     *,
     missing: dict[str, list[str]] | None = None,
-    blocksize: int | str = CSV_BLOCKSIZE,
+    blocksize: int | str | None = None,
     parquet_options: dict[str, Any] | None = None,
 ) -> dd.DataFrame:
     """The columns `dtypes` names, in that order and with those dtypes, from every file: the one
@@ -231,7 +231,7 @@ def read_columns(
         ddf = dd.read_csv(
             uris,
             dtype={c: read_as[c] for c in in_files if read_as[c] is not None},
-            blocksize=None if compression else blocksize,
+            blocksize=None if compression else (blocksize or CSV_BLOCKSIZE),  # read at call time: tests and tuning may change it
             compression=compression,
             storage_options=storage_options,
             usecols=in_files,
