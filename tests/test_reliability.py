@@ -158,7 +158,9 @@ def test_resumed_run_reruns_the_dead_runs_trials_with_their_params(tmp_path: Pat
     pool = cf.ThreadPoolExecutor(1)
     run_study(
         open_study(url, "resume", "minimize", 0), SPACE, n_trials=2, timeout=None, parallelism=1,
-        submit=lambda n, p: pool.submit(lambda: (time.sleep(0.4), {"value": p["x"] ** 2})[1]), heartbeat_s=0.1, stale_after_s=1.0,
+        # each trial outlasts the dead trial's staleness (2 s > 1 s), so the lost trial is re-enqueued
+        # before a second new one could be asked, however slow a loaded machine is at checking
+        submit=lambda n, p: pool.submit(lambda: (time.sleep(2.0), {"value": p["x"] ** 2})[1]), heartbeat_s=0.1, stale_after_s=1.0,
     )
     trials = s.get_trials(deepcopy=False)
     counts = chaos.study_counts(trials)
