@@ -220,9 +220,7 @@ def watch(
     logging.getLogger("EventsWorker").setLevel(logging.ERROR)
     try:
         the_zones = load_zones(zones)
-        if not os.environ.get("PREFECT_API_URL"):
-            raise TuneflowError("PREFECT_API_URL is not set, so the landed events would go nowhere.",
-                                "point it at your Prefect server, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api.")
+        _require_prefect_api()
         if interval <= 0:
             raise TuneflowError(f"Bad --interval {interval}.", "give a number of seconds > 0.")
         while True:
@@ -252,9 +250,7 @@ def relay(
 
     try:
         the_zones = load_zones(zones)
-        if not os.environ.get("PREFECT_API_URL"):
-            raise TuneflowError("PREFECT_API_URL is not set, so the landed events would go nowhere.",
-                                "point it at your Prefect server, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api.")
+        _require_prefect_api()
         server = serve(Relay(the_zones, os.path.abspath(zones), store, log=lambda m: console.print(escape(m), soft_wrap=True)), host, port, token_from_env())
     except TuneflowError as exc:
         _fail(exc)
@@ -395,6 +391,15 @@ def _load_study(name: str, storage_url: str):
         return optuna.load_study(study_name=name, storage=open_storage(storage_url))
     except KeyError:
         raise TuneflowError(f"No study named {name!r} in {storage_url}.", "pass --study with the name `tuneflow run` printed (study: ...).") from None
+
+
+def _require_prefect_api() -> None:
+    """watch and relay emit events: without a server to send them to, refuse at once."""
+    from tasks.errors import TuneflowError
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise TuneflowError("PREFECT_API_URL is not set, so the landed events would go nowhere.",
+                            "point it at your Prefect server, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api.")
 
 
 def _choice(kind: type[E], value: str, option: str) -> E:

@@ -90,7 +90,8 @@ def tune_xgboost(
         patience=patience, min_delta=min_delta, max_cost=max_cost, warm_start=warm_start,
     )
     where = resolve_locations(store, storage, dask_address)
-    objectstore.check_writable(where.store, where.store_options)  # before the cluster starts: an unwritable store fails in a second
+    # its first use of the store, so its write probe fails an unwritable store before the cluster starts
+    cached = {"result_storage": artifacts.results_storage(where.store, where.store_options)}
     name = study_name or default_study_name(plan.name, plan.fingerprint, plan.task, plan.metric, plan.space, tuning.objectives.costs)
     if choices.strategy == Strategy.PBT and not study_name:
         name += "-pbt"  # a population is not a search: its own study
@@ -101,7 +102,6 @@ def tune_xgboost(
 
     with dask_client(where.dask_address, parallelism, device) as client:
         artifacts.publish_dashboard_link(client.dashboard_link, plan.name)
-        cached = {"result_storage": artifacts.results_storage(where.store, where.store_options)}
         # validation reads every row, sample or not, so a smoke run and the full run share its cached report
         full_fp = shard.fingerprint(plan.files, plan.schema, seed=seed, fractions=shard.DEFAULT_FRACTIONS, row_key=row_key)
         report = steps.validate_task.with_options(**cached)(plan.files, plan.schema, plan.expectations, plan.data_options, full_fp, plan.name)
